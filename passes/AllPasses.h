@@ -1,0 +1,9 @@
+// Headers of every built-in pass (what Passes.def names).
+#pragma once
+
+#include "passes/cleanup/Canonicalize.h"
+#include "passes/cleanup/ConstFold.h"
+#include "passes/cleanup/Cse.h"
+#include "passes/cleanup/Dce.h"
+#include "passes/cleanup/FoldShapes.h"
+#include "passes/cleanup/Opset.h"

@@ -1,0 +1,95 @@
+// fold-shapes: Shape/Size of static values become constants; the integer chains
+// they fed are then folded by the constant folder.
+#include "passes/cleanup/FoldShapes.h"
+
+#include "passes/analysis/ShapeInference.h"
+#include "passes/cleanup/Dce.h"
+
+namespace llmopt {
+
+namespace {
+
+/// The value's contents when shape inference knows every element as a number.
+std::optional<std::vector<int64_t>> staticContents(const Value *v, const KnownValueMap &known) {
+  auto it = known.find(v);
+  if (it == known.end())
+    return std::nullopt;
+  std::vector<int64_t> out;
+  for (const DimExpr &e : it->second) {
+    auto c = e.asConstant();
+    if (!c)
+      return std::nullopt;
+    out.push_back(*c);
+  }
+  return out;
+}
+
+/// Replaces node results whose contents are statically known (Shape, Size and the
+/// integer arithmetic on them) by constants that keep the values' names.
+size_t foldKnown(Graph &g, const KnownValueMap &known) {
+  size_t folded = 0;
+  for (Node *n : g.nodeList()) {
+    for (Graph *sg : n->subgraphs())
+      folded += foldKnown(*sg, known);
+    if (n->numOutputs() != 1 || !n->subgraphs().empty())
+      continue;
+    Value *out = n->output();
+    const Type &t = out->type();
+    if (!t.isTensor() || !t.isStaticShape() || t.rank() > 1 ||
+        (t.elem != DType::I64 && t.elem != DType::I32))
+      continue;
+    auto values = staticContents(out, known);
+    if (!values || static_cast<int64_t>(values->size()) != (t.rank() == 0 ? 1 : t.staticShape()[0]))
+      continue;
+    Tensor c = t.elem == DType::I64
+                   ? Tensor::fromVector(DType::I64, t.staticShape(), *values)
+                   : Tensor::fromVector(DType::I32, t.staticShape(),
+                                        std::vector<int32_t>(values->begin(), values->end()));
+    std::string keep = out->name();
+    out->setName(g.freshName(keep.empty() ? "shape" : keep + ".folded"));
+    Value *cv = g.addConstant(keep.empty() ? g.freshName("shape") : keep, std::move(c));
+    std::vector<Use> uses = out->uses();
+    for (const Use &u : uses)
+      u.user->setInput(u.index, cv);
+    for (size_t k = 0; k < g.outputs().size(); ++k)
+      if (g.outputs()[k] == out)
+        g.setOutput(k, cv);
+    g.eraseNode(n);
+    ++folded;
+  }
+  return folded;
+}
+
+} // namespace
+
+Expected<PreservedAnalyses> FoldShapesPass::run(Model &m, AnalysisManager &am) {
+  size_t total = 0;
+  for (int round = 0; round < 8; ++round) {
+    KnownValueMap known;
+    ShapeInferenceOptions so;
+    so.knownValues = &known;
+    LLMOPT_ASSIGN_OR_RETURN(ShapeInferenceResult r, inferShapes(m, so));
+    (void)r;
+    size_t folded = foldKnown(m.graph(), known);
+    total += folded;
+    if (folded == 0)
+      break;
+    eliminateDeadCode(m.graph());
+  }
+  if (!total)
+    return PreservedAnalyses::all();
+  am.context().reportLines.push_back(fmt::format("fold-shapes: folded {} nodes", total));
+  return PreservedAnalyses::none();
+}
+
+Expected<PreservedAnalyses> InferShapesPass::run(Model &m, AnalysisManager &am) {
+  LLMOPT_ASSIGN_OR_RETURN(ShapeInferenceResult r, inferShapes(m));
+  am.context().reportLines.push_back(fmt::format("infer-shapes: typed {} values, refined {}",
+                                                 r.valuesTyped, r.valuesRefined));
+  if (!r.unknownOps.empty())
+    am.context().reportLines.push_back(fmt::format("infer-shapes: no rule for {} op kinds",
+                                                   r.unknownOps.size()));
+  return r.valuesTyped + r.valuesRefined ? PreservedAnalyses::none() : PreservedAnalyses::all();
+}
+
+} // namespace llmopt

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The main job on the bundled model: generate the tiny Llama, optimize it, print the
+# report, and check the result in ONNX Runtime against the original.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+build="$root/build"
+bash "$root/scripts/setup.sh" "$build" >/dev/null
+py="$root/.venv/bin/python"
+out="$build/demo"; mkdir -p "$out"
+"$py" "$root/tools/models/gen_tiny_llama.py" -o "$out/tiny-llama.onnx"
+pipeline="${LLMOPT_PIPELINE:-fold-shapes,fixpoint(const-fold,cse,canonicalize,dce)}"
+"$build/bin/llmopt" "$out/tiny-llama.onnx" -passes="$pipeline" -o "$out/tiny-llama.opt.onnx" --report
+"$py" "$root/scripts/compare_ort.py" "$out/tiny-llama.onnx" "$out/tiny-llama.opt.onnx"

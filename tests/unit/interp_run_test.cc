@@ -1,0 +1,135 @@
+// interp::run: input binding, initializer defaults, errors, unsupported ops, threads,
+// and a model imported from ONNX text.
+#include "frontend/OnnxImporter.h"
+#include "interp_test_util.h"
+
+namespace llmopt::test {
+namespace {
+
+/// x + w -> relu -> outputs (relu, sum); w is an overridable initializer.
+struct AddRelu {
+  Model m;
+  AddRelu() {
+    Graph &g = m.graph();
+    Value *x = g.addInput("x", Type::tensorOf(DType::F32, {2}));
+    Value *w = g.addConstant("w", f32({2}, {1, -5}));
+    g.markInput(w);
+    Node *add = g.addNode(OpKind::Add, {x, w}, 1, "add");
+    Node *relu = g.addNode(OpKind::Relu, {add->output()}, 1, "relu");
+    g.addOutput(relu->output());
+    g.addOutput(add->output());
+  }
+};
+
+TEST(InterpRun, BindsInputsInOrderAndUsesInitializerDefaults) {
+  AddRelu t;
+  auto r = interp::run(t.m.graph(), {f32({2}, {1, 2})});
+  ASSERT_TRUE(r) << r.status().message();
+  ASSERT_EQ(r->size(), 2u);
+  EXPECT_EQ(floats((*r)[0]), (std::vector<float>{2, 0}));
+  EXPECT_EQ(floats((*r)[1]), (std::vector<float>{2, -3}));
+  r = interp::run(t.m.graph(), {f32({2}, {1, 2}), f32({2}, {0, 0})});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(floats((*r)[0]), (std::vector<float>{1, 2}));
+}
+
+TEST(InterpRun, InputErrorsNameTheInput) {
+  AddRelu t;
+  auto r = interp::run(t.m.graph(), {});
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.status().message().find("'x'"), std::string::npos) << r.status().message();
+  r = interp::run(t.m.graph(), {i64({2}, {1, 2})});
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.status().message().find("expects f32, got i64"), std::string::npos) << r.status().message();
+  r = interp::run(t.m.graph(), {f32({3}, {1, 2, 3})});
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.status().message().find("expects shape"), std::string::npos) << r.status().message();
+  r = interp::run(t.m.graph(), {f32({2}, {1, 2}), f32({2}, {1, 2}), f32({2}, {1, 2})});
+  EXPECT_FALSE(r);
+}
+
+TEST(InterpRun, UnsupportedOpIsACleanError) {
+  Model m;
+  Graph &g = m.graph();
+  Value *x = g.addInput("x", Type::tensorOf(DType::F32, {1}));
+  Node *n = g.addNode("com.example", "Frobnicate", {x}, 1, "frob");
+  g.addOutput(n->output());
+  EXPECT_FALSE(interp::canEvaluate(*n));
+  auto r = interp::run(g, {f32({1}, {1})});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.status().message(), "unsupported op com.example::Frobnicate (node 'frob')");
+  auto e = interp::evaluateNode(*n, {});
+  ASSERT_FALSE(e);
+  EXPECT_EQ(e.status().message(), "unsupported op com.example::Frobnicate (node 'frob')");
+}
+
+TEST(InterpRun, MissingRequiredInputIsAnError) {
+  OneNode mm(OpKind::MatMul, 13, 2);
+  auto r = mm.eval({f32({1}, {1}), none()});
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.status().message().find("input 1 is required"), std::string::npos) << r.status().message();
+}
+
+TEST(InterpRun, OutputsMayBeInputsConstantsOrRepeated) {
+  Model m;
+  Graph &g = m.graph();
+  Value *x = g.addInput("x", Type::tensorOf(DType::F32, {1}));
+  Value *c = g.addConstant("c", f32({1}, {7}));
+  Node *split = g.addNode(OpKind::LayerNormalization, {x, c}, 3, "ln"); // Mean / InvStdDev unused
+  g.addOutput(x);
+  g.addOutput(c);
+  g.addOutput(split->output(0));
+  auto r = interp::run(g, {f32({1}, {3})});
+  ASSERT_TRUE(r) << r.status().message();
+  EXPECT_EQ(floats((*r)[0]), (std::vector<float>{3}));
+  EXPECT_EQ(floats((*r)[1]), (std::vector<float>{7}));
+  EXPECT_EQ(floats((*r)[2]), (std::vector<float>{0}));
+}
+
+TEST(InterpRun, ThreadCountDoesNotChangeResults) {
+  const int64_t M = 64, K = 96, N = 80;
+  Model m;
+  Graph &g = m.graph();
+  Value *a = g.addInput("a", Type::tensorOf(DType::F32, {M, K}));
+  Value *b = g.addConstant("b", f32({K, N}, randomFloats(static_cast<size_t>(K * N), 21)));
+  Node *mm = g.addNode(OpKind::MatMul, {a, b}, 1, "mm");
+  Node *sm = g.addNode(OpKind::Softmax, {mm->output()}, 1, "sm");
+  g.addOutput(sm->output());
+  Tensor in = f32({M, K}, randomFloats(static_cast<size_t>(M * K), 22));
+  auto one = interp::run(g, {in}, {1});
+  auto all = interp::run(g, {in}, {0});
+  ASSERT_TRUE(one && all);
+  EXPECT_FLOATS_NEAR(floats((*one)[0]), floats((*all)[0]), 1e-6);
+}
+
+TEST(InterpRun, ImportedOnnxTextModel) {
+  auto model = importOnnxText(R"(
+    <ir_version: 8, opset_import: ["" : 17]>
+    agraph (float[2,3] x) => (float[2] y, int64[2] s) {
+      axes = Constant <value_ints = [1]> ()
+      sum = ReduceSum <keepdims = 0> (x, axes)
+      y = Sqrt(sum)
+      s = Shape(y)
+      s2 = Concat <axis = 0> (s, s)
+    }
+  )");
+  ASSERT_TRUE(model) << model.status().message();
+  auto r = interp::run((*model)->graph(), {f32({2, 3}, {1, 1, 2, 4, 4, 8})});
+  ASSERT_TRUE(r) << r.status().message();
+  EXPECT_EQ(floats((*r)[0]), (std::vector<float>{2, 4}));
+  EXPECT_EQ(ints((*r)[1]), (std::vector<int64_t>{2}));
+}
+
+TEST(InterpRun, NodeOutsideAModelUsesLatestSemantics) {
+  Graph g; // no Model: opset unknown, so ReduceSum takes axes as an input
+  Value *x = g.addInput("x", Type::tensorOf(DType::F32, {2, 2}));
+  Value *axes = g.addConstant("axes", i64({1}, {0}));
+  Node *n = g.addNode(OpKind::ReduceSum, {x, axes}, 1, "rs");
+  g.addOutput(n->output());
+  auto r = interp::run(g, {f32({2, 2}, {1, 2, 3, 4})});
+  ASSERT_TRUE(r) << r.status().message();
+  EXPECT_EQ(floats((*r)[0]), (std::vector<float>{4, 6}));
+}
+
+} // namespace
+} // namespace llmopt::test

@@ -1,0 +1,131 @@
+// Flag parsing for llmopt: a table of flags, each with a setter.
+#include "tools/llmopt/CommandLine.h"
+
+#include <functional>
+
+#include <fmt/format.h>
+
+namespace llmopt::cli {
+namespace {
+
+struct Flag {
+  const char *name;  ///< without dashes
+  const char *value; ///< value placeholder; null for switches
+  const char *help;
+  std::function<Status(Options &, const std::string &)> set;
+};
+
+Status setTarget(Options &o, const std::string &v) {
+  if (v != "ort" && v != "onnx")
+    return errorf("--target={}: unknown target; accepted: ort, onnx", v);
+  o.target = v;
+  return Status::ok();
+}
+
+Status setReport(Options &o, const std::string &v) {
+  if (v != "text" && v != "json")
+    return errorf("--report={}: unknown format; accepted: text, json", v);
+  o.report = v;
+  return Status::ok();
+}
+
+const std::vector<Flag> &flags() {
+  static const std::vector<Flag> table = {
+      {"passes", "PIPELINE", "pass pipeline, e.g. 'dce,cse,fixpoint(const-fold,canonicalize)'",
+       [](Options &o, const std::string &v) { o.passes = v; return Status::ok(); }},
+      {"o", "FILE", "write the optimized model to FILE (atomically)",
+       [](Options &o, const std::string &v) { o.output = v; return Status::ok(); }},
+      {"list-passes", nullptr, "list every pass with its options and exit",
+       [](Options &o, const std::string &) { o.listPasses = true; return Status::ok(); }},
+      {"report", "[text|json]", "print size by dtype, node counts by op, pass findings",
+       setReport},
+      {"print-ir", nullptr, "print the IR after the pipeline (large constants elided)",
+       [](Options &o, const std::string &) { o.printIr = true; return Status::ok(); }},
+      {"print-ir-full", nullptr, "print the IR with every constant (parses back)",
+       [](Options &o, const std::string &) { o.printIr = o.printIrFull = true; return Status::ok(); }},
+      {"print-after-all", nullptr, "print the IR after every pass (to stderr)",
+       [](Options &o, const std::string &) { o.printAfterAll = true; return Status::ok(); }},
+      {"print-after", "PASS", "print the IR after each run of PASS (repeatable)",
+       [](Options &o, const std::string &v) { o.printAfter.push_back(v); return Status::ok(); }},
+      {"time-passes", nullptr, "print time spent in each pass (to stderr)",
+       [](Options &o, const std::string &) { o.timePasses = true; return Status::ok(); }},
+      {"verify-each", nullptr, "run the IR verifier after every pass",
+       [](Options &o, const std::string &) { o.verifyEach = true; return Status::ok(); }},
+      {"load-pass-plugin", "LIB.so", "load passes from a plugin library (repeatable)",
+       [](Options &o, const std::string &v) { o.plugins.push_back(v); return Status::ok(); }},
+      {"external-data", nullptr, "write weights to OUT.data next to the model",
+       [](Options &o, const std::string &) { o.externalData = true; return Status::ok(); }},
+      {"calib", "FILE", "calibration data for passes that need activations",
+       [](Options &o, const std::string &v) { o.calib = v; return Status::ok(); }},
+      {"tokenizer", "FILE", "tokenizer.json for text calibration data",
+       [](Options &o, const std::string &v) { o.tokenizer = v; return Status::ok(); }},
+      {"target", "ort|onnx", "what the ONNX writer targets (default ort)", setTarget},
+      {"help", nullptr, "print this help",
+       [](Options &o, const std::string &) { o.help = true; return Status::ok(); }},
+      {"version", nullptr, "print the version",
+       [](Options &o, const std::string &) { o.version = true; return Status::ok(); }},
+  };
+  return table;
+}
+
+} // namespace
+
+Expected<Options> parse(const std::vector<std::string> &args) {
+  Options o;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string &a = args[i];
+    if (a.size() < 2 || a[0] != '-' || a == "--") {
+      if (!o.input.empty())
+        return errorf("unexpected argument '{}': one input model is accepted (already have '{}')",
+                      a, o.input);
+      o.input = a;
+      continue;
+    }
+    std::string body = a.substr(a[1] == '-' ? 2 : 1);
+    std::optional<std::string> value;
+    if (auto eq = body.find('='); eq != std::string::npos) {
+      value = body.substr(eq + 1);
+      body = body.substr(0, eq);
+    }
+    if (body == "h")
+      body = "help";
+    const Flag *flag = nullptr;
+    for (const Flag &f : flags())
+      if (body == f.name)
+        flag = &f;
+    if (!flag)
+      return errorf("unknown option '{}'; see llmopt --help", a);
+    const bool optionalValue = flag->value && flag->value[0] == '[';
+    if (!flag->value && value)
+      return errorf("option '--{}' takes no value", body);
+    if (flag->value && !value && !optionalValue) {
+      if (i + 1 >= args.size())
+        return errorf("option '--{}' needs a value ({})", body, flag->value);
+      value = args[++i];
+    }
+    if (optionalValue && !value)
+      value = "text";
+    LLMOPT_RETURN_IF_ERROR(flag->set(o, value.value_or("")));
+  }
+  return o;
+}
+
+std::string helpText() {
+  std::string s =
+      "llmopt: shrink LLMs in ONNX form (quantization, pruning, distillation prep)\n\n"
+      "usage: llmopt INPUT [-passes=PIPELINE] [-o OUTPUT.onnx] [options]\n\n"
+      "INPUT is an .onnx model, llmopt IR text (.llir, from --print-ir-full), or ONNX text\n"
+      "syntax (.onnxtxt). PIPELINE is LLVM-style: 'a,b<key=value;flag>,fixpoint(c,d)'.\n"
+      "Quote it in shells. Without -o nothing is written.\n\noptions:\n";
+  for (const Flag &f : flags()) {
+    std::string left = std::string(std::string_view(f.name).size() == 1 ? "-" : "--") + f.name;
+    if (f.value)
+      left += std::string(f.value[0] == '[' ? "" : " ") + f.value;
+    s += fmt::format("  {:<28} {}\n", left, f.help);
+  }
+  s += "\nexit status: 0 success, 1 bad input or usage (the message says what and where),\n"
+       "2 internal error. A failed run never leaves a partial output file.\n";
+  return s;
+}
+
+} // namespace llmopt::cli

@@ -1,0 +1,34 @@
+// The llmopt command line: flags parsed into one struct, with errors that name the flag.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ir/Status.h"
+
+namespace llmopt::cli {
+
+struct Options {
+  std::string input;
+  std::string output;
+  std::optional<std::string> passes;
+  bool help = false, version = false, listPasses = false;
+  bool printIr = false, printIrFull = false;
+  std::string report; ///< "", "text" or "json"
+  bool printAfterAll = false, timePasses = false, verifyEach = false;
+  std::vector<std::string> printAfter;
+  std::vector<std::string> plugins;
+  bool externalData = false;
+  std::string calib, tokenizer;
+  std::string target = "ort";
+};
+
+/// Parses argv (without argv[0]). `-passes=` (LLVM's single dash) and `--passes=` are
+/// both accepted; every flag also takes `--flag VALUE` where it has a value.
+Expected<Options> parse(const std::vector<std::string> &args);
+
+/// The --help text.
+std::string helpText();
+
+} // namespace llmopt::cli
