@@ -383,6 +383,21 @@ void Graph::replaceAllUsesWith(Value *from, Value *to) {
   std::vector<Use> uses = from->uses_;
   for (const Use &u : uses)
     u.user->setInput(u.index, to);
+  // Subgraph bodies may return a captured outer value directly.
+  std::function<void(Graph &)> fixNested = [&](Graph &g) {
+    for (auto &n : g.nodes_)
+      for (Attribute &a : n->attrs_) {
+        auto fix = [&](Graph &sg) {
+          std::replace(sg.outputs_.begin(), sg.outputs_.end(), from, to);
+          fixNested(sg);
+        };
+        if (a.g)
+          fix(*a.g);
+        for (auto &sg : a.graphs)
+          fix(*sg);
+      }
+  };
+  fixNested(*this);
   bool wasOutput = false;
   const bool toWasOutput = std::count(outputs_.begin(), outputs_.end(), to) > 0;
   for (Value *&o : outputs_)
@@ -397,6 +412,17 @@ void Graph::replaceAllUsesWith(Value *from, Value *to) {
     from->name_ = freshName(keep + ".replaced");
     to->name_ = keep;
   }
+}
+
+Value *Graph::replaceWithConstant(Value *old, Tensor t) {
+  std::string keep = old->name_;
+  old->name_ = freshName(keep.empty() ? "folded" : keep + ".folded");
+  Value *c = addConstant(keep.empty() ? freshName("folded") : keep, std::move(t));
+  std::vector<Use> uses = old->uses_;
+  for (const Use &u : uses)
+    u.user->setInput(u.index, c);
+  std::replace(outputs_.begin(), outputs_.end(), old, c);
+  return c;
 }
 
 size_t Graph::removeUnusedConstants() {

@@ -227,6 +227,9 @@ public:
   /// Replaces every use of `from` (incl. graph outputs, at any subgraph depth) with `to`.
   /// When `from` is a graph output, `to` takes over its name so boundary names stay.
   void replaceAllUsesWith(Value *from, Value *to);
+  /// Replaces every use of `old` (graph outputs included) by a new constant holding
+  /// `t`; the constant takes old's name (old is renamed) so names stay stable.
+  Value *replaceWithConstant(Value *old, Tensor t);
   /// Drops constants and inputs-less values that nothing uses (never graph inputs/outputs).
   size_t removeUnusedConstants();
 

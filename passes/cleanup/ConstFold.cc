@@ -48,17 +48,7 @@ Expected<size_t> foldConstants(Graph &g, const std::function<bool(const Node &)>
       Value *old = n->output(i);
       if (!old->hasUses() && !old->isGraphOutput())
         continue;
-      // The constant takes the old value's name so names at boundaries survive.
-      std::string keep = old->name();
-      old->setName(g.freshName(keep.empty() ? "folded" : keep + ".folded"));
-      Value *c = g.addConstant(keep.empty() ? g.freshName("folded") : keep,
-                               std::move((*outs)[i]));
-      std::vector<Use> uses = old->uses();
-      for (const Use &u : uses)
-        u.user->setInput(u.index, c);
-      for (size_t k = 0; k < g.outputs().size(); ++k)
-        if (g.outputs()[k] == old)
-          g.setOutput(k, c);
+      g.replaceWithConstant(old, std::move((*outs)[i]));
     }
     g.eraseNode(n);
     ++folded;

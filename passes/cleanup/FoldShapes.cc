@@ -45,15 +45,7 @@ size_t foldKnown(Graph &g, const KnownValueMap &known) {
                    ? Tensor::fromVector(DType::I64, t.staticShape(), *values)
                    : Tensor::fromVector(DType::I32, t.staticShape(),
                                         std::vector<int32_t>(values->begin(), values->end()));
-    std::string keep = out->name();
-    out->setName(g.freshName(keep.empty() ? "shape" : keep + ".folded"));
-    Value *cv = g.addConstant(keep.empty() ? g.freshName("shape") : keep, std::move(c));
-    std::vector<Use> uses = out->uses();
-    for (const Use &u : uses)
-      u.user->setInput(u.index, cv);
-    for (size_t k = 0; k < g.outputs().size(); ++k)
-      if (g.outputs()[k] == out)
-        g.setOutput(k, cv);
+    g.replaceWithConstant(out, std::move(c));
     g.eraseNode(n);
     ++folded;
   }
