@@ -37,27 +37,30 @@ Tensor mapBinary(const Tensor &a, const Tensor &b, const Shape &outShape, DType 
   const TB *pb = dataOf<TB>(b);
   TO *po = mutableDataOf<TO>(out);
   const int64_t inner = p.inner(), sa = p.innerStride(0), sb = p.innerStride(1);
-  parallelFor(p.rows(), std::max<int64_t>(1, kElementGrain / inner), [&](int64_t r0, int64_t r1) {
+  // Chunks are element ranges, so one long row splits across threads too.
+  parallelFor(out.numel(), kElementGrain, [&](int64_t b, int64_t e) {
     int64_t off[2];
-    for (int64_t r = r0; r < r1; ++r) {
+    for (int64_t pos = b; pos < e;) {
+      const int64_t r = pos / inner, i0 = pos % inner, i1 = std::min(inner, i0 + (e - pos));
       p.rowOffsets(r, off);
       const TA *x = pa + off[0];
       const TB *y = pb + off[1];
       TO *o = po + r * inner;
       if (sa && sb) {
-        for (int64_t i = 0; i < inner; ++i)
+        for (int64_t i = i0; i < i1; ++i)
           o[i] = static_cast<TO>(f(x[i], y[i]));
       } else if (sa) {
         const TB yv = *y;
-        for (int64_t i = 0; i < inner; ++i)
+        for (int64_t i = i0; i < i1; ++i)
           o[i] = static_cast<TO>(f(x[i], yv));
       } else if (sb) {
         const TA xv = *x;
-        for (int64_t i = 0; i < inner; ++i)
+        for (int64_t i = i0; i < i1; ++i)
           o[i] = static_cast<TO>(f(xv, y[i]));
       } else {
-        std::fill(o, o + inner, static_cast<TO>(f(*x, *y)));
+        std::fill(o + i0, o + i1, static_cast<TO>(f(*x, *y)));
       }
+      pos += i1 - i0;
     }
   });
   return out;

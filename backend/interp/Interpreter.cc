@@ -22,6 +22,8 @@ struct Registry {
     addNnKernels(t);
     addMatMulKernels(t);
     addQuantKernels(t);
+    addIndexKernels(t);
+    addContribKernels(t);
     byKind.resize(static_cast<size_t>(OpKind::NumOps));
     for (const KernelDef &d : t)
       byKind[static_cast<size_t>(d.kind)].push_back(d);

@@ -39,6 +39,8 @@ void addMatMulKernels(KernelTable &t);
 void addEinsumKernel(KernelTable &t);
 void addQuantKernels(KernelTable &t);
 void addMatMulNBitsKernel(KernelTable &t);
+void addIndexKernels(KernelTable &t);
+void addContribKernels(KernelTable &t);
 
 // ---------------------------------------------------------------- errors and attributes
 
@@ -57,6 +59,10 @@ int64_t opsetOf(const Node &n);
 inline const Tensor *optInput(const InputList &in, size_t i) {
   return i < in.size() ? in[i] : nullptr;
 }
+
+/// Input `i`, or an error naming `what` when it is absent (for inputs that opsets
+/// made required after Ops.def's minimum arity).
+Expected<const Tensor *> needInput(const Node &n, const InputList &in, size_t i, std::string_view what);
 
 /// A Tensor-valued attribute or null.
 const Tensor *attrTensor(const Node &n, std::string_view name);

@@ -19,6 +19,12 @@ int64_t opsetOf(const Node &n) {
   return v > 0 ? v : std::numeric_limits<int64_t>::max();
 }
 
+Expected<const Tensor *> needInput(const Node &n, const InputList &in, size_t i, std::string_view what) {
+  if (const Tensor *t = optInput(in, i))
+    return t;
+  return nodeError(n, "input {} ({}) is required", i, what);
+}
+
 const Tensor *attrTensor(const Node &n, std::string_view name) {
   const Attribute *a = n.attr(name);
   return a && a->kind == Attribute::Kind::Tensor && a->t ? a->t.get() : nullptr;

@@ -117,8 +117,10 @@ Expected<TensorList> kSlice(const Node &n, const InputList &in) {
     ends = n.attrInts("ends");
     axes = n.attrInts("axes");
   } else {
-    LLMOPT_ASSIGN_OR_RETURN(starts, readInts(n, *in[1], "starts"));
-    LLMOPT_ASSIGN_OR_RETURN(ends, readInts(n, *in[2], "ends"));
+    LLMOPT_ASSIGN_OR_RETURN(const Tensor *st, needInput(n, in, 1, "starts"));
+    LLMOPT_ASSIGN_OR_RETURN(const Tensor *en, needInput(n, in, 2, "ends"));
+    LLMOPT_ASSIGN_OR_RETURN(starts, readInts(n, *st, "starts"));
+    LLMOPT_ASSIGN_OR_RETURN(ends, readInts(n, *en, "ends"));
     if (const Tensor *a = optInput(in, 3)) {
       LLMOPT_ASSIGN_OR_RETURN(axes, readInts(n, *a, "axes"));
     }

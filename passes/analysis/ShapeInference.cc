@@ -70,18 +70,10 @@ private:
   }
 
   void seedConstant(const Value *v) {
-    const Tensor &t = *v->constant();
-    DType d = t.dtype();
-    bool integral = d == DType::I64 || d == DType::I32 || d == DType::I16 || d == DType::I8 ||
-                    d == DType::U8 || d == DType::U16 || d == DType::U32 || d == DType::Bool;
-    if (!integral || t.rank() > 1 || static_cast<size_t>(t.numel()) > kMaxKnownElems ||
-        v->type().quant)
-      return;
-    KnownValue k;
-    k.scalar = t.rank() == 0;
-    for (int64_t i = 0; i < t.numel(); ++i)
-      k.elems.push_back(DimExpr::constant(t.getInt(i)));
-    known_[v] = std::move(k);
+    if (v->type().quant)
+      return; // the stored integers are not the logical values
+    if (auto k = knownOfTensor(*v->constant()))
+      known_[v] = std::move(*k);
   }
 
   Status inferNode(Node &n) {

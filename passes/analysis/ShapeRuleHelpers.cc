@@ -17,6 +17,26 @@ std::optional<std::vector<int64_t>> KnownValue::ints() const {
   return out;
 }
 
+bool isIntegral(DType d) {
+  switch (d) {
+  case DType::I8: case DType::I16: case DType::I32: case DType::I64:
+  case DType::U8: case DType::U16: case DType::U32: case DType::U64: case DType::Bool:
+    return true;
+  default:
+    return false;
+  }
+}
+
+std::optional<KnownValue> knownOfTensor(const Tensor &t) {
+  if (!isIntegral(t.dtype()) || t.rank() > 1 || static_cast<size_t>(t.numel()) > kMaxKnownElems)
+    return std::nullopt;
+  KnownValue k;
+  k.scalar = t.rank() == 0;
+  for (int64_t i = 0; i < t.numel(); ++i)
+    k.elems.push_back(DimExpr::constant(t.getInt(i)));
+  return k;
+}
+
 InferContext::InferContext(Node &n, const KnownMap &known) : node(n), known_(known) {
   opset = n.opsetVersion();
   if (opset <= 0)

@@ -25,6 +25,11 @@ using KnownMap = std::unordered_map<const Value *, KnownValue>;
 
 /// Tensors with more elements than this are not tracked as known values.
 inline constexpr size_t kMaxKnownElems = 1024;
+
+/// Integer and bool element types (the ones whose values are tracked).
+bool isIntegral(DType d);
+/// The contents of a small integral tensor of rank <= 1; nullopt otherwise.
+std::optional<KnownValue> knownOfTensor(const Tensor &t);
 /// Opset assumed when the model does not say (a node outside a model).
 inline constexpr int64_t kDefaultOpset = 21;
 
@@ -97,14 +102,14 @@ std::optional<DimExpr> broadcastDim(const DimExpr &a, const DimExpr &b);
 /// Broadcasts shapes (nullopt entries: unknown rank -> result rank unknown).
 Expected<std::optional<SymShape>> broadcast(const InferContext &c,
                                             const std::vector<const std::optional<SymShape> *> &shapes);
-/// Two dims that must be equal: prefers a static value, then a symbol; error if
+/// Two dims that must be equal: prefers a static value, then a symbol; nullopt if
 /// two static values differ.
 std::optional<DimExpr> unifyDim(const DimExpr &a, const DimExpr &b);
 /// The first defined element type among the given inputs.
 DType firstElem(const InferContext &c, std::initializer_list<size_t> inputs);
-/// Axes from the `axes` attribute (before `inputSince`) or from input `inputIdx`;
-/// nullopt when they are an input whose value is not known. `present` reports
-/// whether any axes were given at all.
+/// Axes from the `axes` attribute (before `inputSince`) or from input `inputIdx`
+/// (falling back to a stray attribute); nullopt when they are an input whose value is
+/// not known. `present` reports whether any axes were given at all.
 std::optional<std::vector<int64_t>> axesOf(const InferContext &c, int64_t inputSince,
                                            size_t inputIdx, bool *present);
 /// Applies an elementwise integer op to known values (numpy broadcasting of a

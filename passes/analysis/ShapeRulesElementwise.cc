@@ -1,21 +1,13 @@
 // Shape rules for elementwise ops: unary, broadcasting binary / variadic, comparisons,
 // Where, Cast, quantize / dequantize, and the normalisations that keep their input's shape.
+#include <climits>
+
 #include <fmt/format.h>
 
 #include "passes/analysis/ShapeRules.h"
 
 namespace llmopt::shape {
 namespace {
-
-bool isIntegral(DType d) {
-  switch (d) {
-  case DType::I8: case DType::I16: case DType::I32: case DType::I64:
-  case DType::U8: case DType::U16: case DType::U32: case DType::U64: case DType::Bool:
-    return true;
-  default:
-    return false;
-  }
-}
 
 // y = f(x): same element type and shape.
 Status unary(InferContext &c) {

@@ -9,22 +9,6 @@
 namespace llmopt::shape {
 namespace {
 
-bool isIntegral(DType d) {
-  return d == DType::I64 || d == DType::I32 || d == DType::I16 || d == DType::I8 || d == DType::U8 ||
-         d == DType::U16 || d == DType::U32 || d == DType::U64 || d == DType::Bool;
-}
-
-/// The known value of a small tensor as a KnownValue, if integral.
-std::optional<KnownValue> knownOfTensor(const Tensor &t) {
-  if (!isIntegral(t.dtype()) || t.rank() > 1 || static_cast<size_t>(t.numel()) > kMaxKnownElems)
-    return std::nullopt;
-  KnownValue k;
-  k.scalar = t.rank() == 0;
-  for (int64_t i = 0; i < t.numel(); ++i)
-    k.elems.push_back(DimExpr::constant(t.getInt(i)));
-  return k;
-}
-
 /// A scalar (or 1-element) input read as a number.
 std::optional<double> scalarNumber(const InferContext &c, size_t i) {
   auto v = c.reals(i);

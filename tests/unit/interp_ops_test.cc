@@ -327,5 +327,59 @@ TEST(InterpMatMul, EinsumFormsMatchReference) {
   EXPECT_EQ(floats(tr.out({f32({2, 2}, {1, 2, 3, 4})})), (std::vector<float>{1, 3, 2, 4}));
 }
 
+TEST(InterpContrib, RotaryEmbeddingHalvesInterleavedAndLayouts) {
+  // One head of size 4 (rotary dim 4), two positions looked up by position_ids.
+  const std::vector<float> x = {1, 2, 3, 4, 5, 6, 7, 8};
+  const std::vector<float> cosv = {1, 1, 0.5f, 0.25f, 0, -1}, sinv = {0, 0, 0.75f, 0.5f, 1, 0};
+  auto expected = [&](bool interleaved, const std::vector<int64_t> &pos) {
+    std::vector<float> y(8);
+    for (int s = 0; s < 2; ++s) {
+      const float *xi = x.data() + s * 4, *c = cosv.data() + pos[static_cast<size_t>(s)] * 2,
+                  *sn = sinv.data() + pos[static_cast<size_t>(s)] * 2;
+      float *yo = y.data() + s * 4;
+      if (interleaved) {
+        for (int k = 0; k < 2; ++k) {
+          yo[2 * k] = xi[2 * k] * c[k] - xi[2 * k + 1] * sn[k];
+          yo[2 * k + 1] = xi[2 * k + 1] * c[k] + xi[2 * k] * sn[k];
+        }
+      } else {
+        for (int k = 0; k < 2; ++k) {
+          yo[k] = xi[k] * c[k] - xi[k + 2] * sn[k];
+          yo[k + 2] = xi[k + 2] * c[k] + xi[k] * sn[k];
+        }
+      }
+    }
+    return y;
+  };
+  OneNode rope(OpKind::RotaryEmbedding, 1, 4);
+  const Tensor cs = f32({3, 2}, cosv), sn = f32({3, 2}, sinv);
+  EXPECT_FLOATS_NEAR(floats(rope.out({f32({1, 2, 4}, x), i64({1, 2}, {2, 0}), cs, sn})), expected(false, {2, 0}), 1e-6);
+  // One offset: positions offset, offset+1.
+  EXPECT_FLOATS_NEAR(floats(rope.out({f32({1, 2, 4}, x), i64({1}, {1}), cs, sn})), expected(false, {1, 2}), 1e-6);
+  // [B,N,S,H] with one head is the same data.
+  EXPECT_FLOATS_NEAR(floats(rope.out({f32({1, 1, 2, 4}, x), i64({1}, {1}), cs, sn})), expected(false, {1, 2}), 1e-6);
+  rope.attr(Attribute::makeInt("interleaved", 1));
+  EXPECT_FLOATS_NEAR(floats(rope.out({f32({1, 2, 4}, x), i64({1, 2}, {2, 0}), cs, sn})), expected(true, {2, 0}), 1e-6);
+  EXPECT_FALSE(rope.eval({f32({1, 2, 4}, x), i64({1}, {2}), cs, sn})); // position 3 is past the cache
+}
+
+TEST(InterpIndex, TopKGatherNDScatterNDPad) {
+  OneNode topk(OpKind::TopK, 11, 2, 2);
+  auto r = topk.eval({f32({2, 3}, {1, 3, 3, 0, -1, 2}), i64({1}, {2})});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(floats((*r)[0]), (std::vector<float>{3, 3, 2, 0}));
+  EXPECT_EQ(ints((*r)[1]), (std::vector<int64_t>{1, 2, 2, 0})); // ties: lower index first
+  OneNode gnd(OpKind::GatherND, 13, 2);
+  EXPECT_EQ(floats(gnd.out({f32({2, 2}, {1, 2, 3, 4}), i64({2, 1}, {1, 0})})), (std::vector<float>{3, 4, 1, 2}));
+  OneNode snd(OpKind::ScatterND, 16, 3);
+  snd.attr(Attribute::makeString("reduction", "add"));
+  EXPECT_EQ(floats(snd.out({f32({3}, {1, 1, 1}), i64({2, 1}, {2, 2}), f32({2}, {5, 6})})), (std::vector<float>{1, 1, 12}));
+  OneNode pad(OpKind::Pad, 13, 3);
+  pad.attr(Attribute::makeString("mode", "reflect"));
+  EXPECT_EQ(floats(pad.out({f32({3}, {1, 2, 3}), i64({2}, {2, 1}), none()})), (std::vector<float>{3, 2, 1, 2, 3, 2}));
+  OneNode padc(OpKind::Pad, 13, 3);
+  EXPECT_EQ(floats(padc.out({f32({2}, {1, 2}), i64({2}, {1, -1}), f32({}, {9})})), (std::vector<float>{9, 1}));
+}
+
 } // namespace
 } // namespace llmopt::test

@@ -225,5 +225,51 @@ TEST(InterpMatMulNBits, BadShapesAreErrors) {
   EXPECT_FALSE(n.eval(nbitsInputs(p, randomFloats(static_cast<size_t>(K), 14), 1, false)));
 }
 
+TEST(InterpGatherBlockQuantized, PackedU8RowsWithZeroPoints) {
+  // Logical table [3,32] of 4-bit values, blocks of 16 along the last axis.
+  const int64_t rows = 3, cols = 32, bs = 16;
+  auto q = [](int64_t r, int64_t c) { return static_cast<int>((r * 7 + c) % 16); };
+  auto zpv = [](int64_t r, int64_t b) { return static_cast<int>((r + 3 * b) % 16); };
+  std::vector<uint8_t> data(static_cast<size_t>(rows * cols / 2), 0), zp(static_cast<size_t>(rows), 0);
+  std::vector<float> scales;
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c)
+      data[static_cast<size_t>((r * cols + c) / 2)] |= static_cast<uint8_t>(q(r, c) << ((c % 2) * 4));
+    for (int64_t b = 0; b < 2; ++b) {
+      zp[static_cast<size_t>(r)] |= static_cast<uint8_t>(zpv(r, b) << (b * 4));
+      scales.push_back(0.5f + static_cast<float>(r * 2 + b));
+    }
+  }
+  OneNode g(OpKind::GatherBlockQuantized, 1, 4);
+  g.attr(Attribute::makeInt("block_size", bs)).attr(Attribute::makeInt("bits", 4))
+      .attr(Attribute::makeInt("quantize_axis", 1));
+  Tensor y = g.out({Tensor::fromVector(DType::U8, {rows, cols / 2}, data), i64({2}, {2, -3}),
+                    f32({rows, 2}, scales), Tensor::fromVector(DType::U8, {rows, 1}, zp)});
+  ASSERT_EQ(y.shape(), (std::vector<int64_t>{2, cols}));
+  std::vector<float> want;
+  for (int64_t r : {2, 0})
+    for (int64_t c = 0; c < cols; ++c)
+      want.push_back(static_cast<float>(q(r, c) - zpv(r, c / bs)) * scales[static_cast<size_t>(r * 2 + c / bs)]);
+  EXPECT_EQ(floats(y), want);
+  // Without zero points, u8 data centres on 2^(bits-1).
+  y = g.out({Tensor::fromVector(DType::U8, {rows, cols / 2}, data), i64({1}, {1}), f32({rows, 2}, scales), none()});
+  EXPECT_EQ(floats(y)[0], static_cast<float>(q(1, 0) - 8) * scales[2]);
+  EXPECT_FALSE(g.eval({Tensor::fromVector(DType::U8, {rows, cols / 2}, data), i64({1}, {3}), f32({rows, 2}, scales), none()}));
+}
+
+TEST(InterpGatherBlockQuantized, Int4DataDefaultsToZeroPointZero) {
+  std::vector<uint8_t> packed(16, 0);
+  for (int i = 0; i < 32; ++i) // values -8..7 repeating
+    packed[static_cast<size_t>(i / 2)] |= static_cast<uint8_t>(((i % 16) & 0xf) << ((i % 2) * 4));
+  Tensor data = Tensor::fromBytes(DType::I4, {2, 16}, packed.data(), packed.size());
+  OneNode g(OpKind::GatherBlockQuantized, 1, 3);
+  g.attr(Attribute::makeInt("block_size", 16));
+  Tensor y = g.out({data, i32({1}, {1}), f32({2, 1}, {1, 2})});
+  std::vector<float> want;
+  for (int i = 0; i < 16; ++i)
+    want.push_back(2.f * static_cast<float>(i < 8 ? i : i - 16));
+  EXPECT_EQ(floats(y), want);
+}
+
 } // namespace
 } // namespace llmopt::test

@@ -1,6 +1,8 @@
 // Every cleanup pass, alone and in the default pipeline, on the bundled tiny Llama and
 // tiny BERT: the interpreter's outputs before and after agree, and the pass changed
 // what it should (node counts).
+#include <cctype>
+
 #include <gtest/gtest.h>
 
 #include "frontend/OnnxImporter.h"
@@ -63,7 +65,16 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"tiny-llama.onnx", "opset<to=21>,opset<to=17>"},
                       Case{"tiny-llama.onnx", "fold-shapes,fixpoint(const-fold,cse,canonicalize,dce)"},
                       Case{"tiny-bert.onnx", "fold-shapes,fixpoint(const-fold,cse,canonicalize,dce)"},
-                      Case{"tiny-bert.onnx", "opset<to=21>,cse,const-fold"}));
+                      Case{"tiny-bert.onnx", "opset<to=21>,cse,const-fold"}),
+    [](const ::testing::TestParamInfo<Case> &info) {
+      // gtest names allow only [A-Za-z0-9_]: "tiny-llama.onnx" + "opset<to=21>" =>
+      // tiny_llama_onnx__opset_to_21_
+      std::string name = std::string(info.param.model) + "__" + info.param.pipeline;
+      for (char &ch : name)
+        if (!std::isalnum(static_cast<unsigned char>(ch)))
+          ch = '_';
+      return name;
+    });
 
 TEST(CleanupEffect, PipelineShrinksTheTinyLlama) {
   auto m = importOnnxFile(modelPath("tiny-llama.onnx"));

@@ -646,6 +646,43 @@ TEST(ShapeInference, LegacyBroadcastBeforeOpset7) {
   EXPECT_TYPE(m, "p", "f32[2,3,4,5]");
 }
 
+// Ops whose attributes moved to inputs or changed meaning in early opsets.
+TEST(ShapeInference, EarlyOpsetForms) {
+  auto m = infer(3, R"(graph main(%x: f32[2,3,4], %y: f32[2,5,4]) {
+    %r = Reshape(%x) {shape = ints[6, -1]}
+    %k = Cast(%x) {to = "INT64"}
+    %c = Concat(%x, %y)
+    return %r, %k, %c
+  })");
+  ASSERT_TRUE(m);
+  EXPECT_TYPE(m, "r", "f32[6,4]");
+  EXPECT_TYPE(m, "k", "i64[2,3,4]");
+  EXPECT_TYPE(m, "c", "f32[2,8,4]"); // Concat's axis defaulted to 1 before opset 4
+}
+
+// Equal(size, -1) is known false only for expressions that cannot be negative.
+TEST(ShapeInference, KnownEqualityNeedsNonNegativeSizes) {
+  KnownValueMap known;
+  ShapeInferenceOptions opts;
+  opts.knownValues = &known;
+  auto m = infer(17, R"(graph main(%x: f32[n,4]) {
+    %s = Shape(%x)
+    %i0 = const i64[1] [0]
+    %n = Gather(%s, %i0)
+    %one = const i64[1] [1]
+    %nm1 = Sub(%n, %one)
+    %neg = const i64[1] [-1]
+    %e1 = Equal(%n, %neg)
+    %e2 = Equal(%nm1, %neg)
+    return %e1, %e2
+  })", nullptr, opts);
+  ASSERT_TRUE(m);
+  const Graph &g = m->graph();
+  ASSERT_TRUE(known.count(g.findValue("e1")));
+  EXPECT_EQ(known.at(g.findValue("e1")), std::vector<DimExpr>{DimExpr::constant(0)});
+  EXPECT_FALSE(known.at(g.findValue("e2"))[0].known()); // n - 1 is -1 when n is 0
+}
+
 // ---------------------------------------------------------------- control flow
 
 TEST(ShapeInference, IfLoopScan) {

@@ -118,9 +118,13 @@ std::string helpText() {
       "syntax (.onnxtxt). PIPELINE is LLVM-style: 'a,b<key=value;flag>,fixpoint(c,d)'.\n"
       "Quote it in shells. Without -o nothing is written.\n\noptions:\n";
   for (const Flag &f : flags()) {
-    std::string left = std::string(std::string_view(f.name).size() == 1 ? "-" : "--") + f.name;
-    if (f.value)
-      left += std::string(f.value[0] == '[' ? "" : " ") + f.value;
+    std::string name = f.name;
+    // LLVM's single-dash spelling is the documented one for the pipeline.
+    std::string left = (name.size() == 1 || name == "passes" ? "-" : "--") + name;
+    if (f.value && f.value[0] == '[')
+      left += "[=" + std::string(f.value + 1);
+    else if (f.value)
+      left += (name == "passes" ? "=" : " ") + std::string(f.value);
     s += fmt::format("  {:<28} {}\n", left, f.help);
   }
   s += "\nexit status: 0 success, 1 bad input or usage (the message says what and where),\n"
