@@ -31,10 +31,12 @@ Expected<size_t> foldConstants(Graph &g, const std::function<bool(const Node &)>
     if (!foldable(*n) || !filter(*n))
       continue;
     std::vector<const Tensor *> ins;
-    size_t inBytes = 0;
+    // Bytes that die with this node: constants only it reads.
+    size_t freedBytes = 0;
     for (const Value *in : n->inputs()) {
       ins.push_back(in ? in->constant().get() : nullptr);
-      inBytes += in ? in->constant()->nbytes() : 0;
+      if (in && !in->isGraphOutput() && in->users().size() == 1)
+        freedBytes += in->constant()->nbytes();
     }
     auto outs = interp::evaluateNode(*n, ins);
     if (!outs || outs->size() != n->numOutputs())
@@ -42,7 +44,7 @@ Expected<size_t> foldConstants(Graph &g, const std::function<bool(const Node &)>
     size_t outBytes = 0;
     for (const Tensor &t : *outs)
       outBytes += t.nbytes();
-    if (outBytes > kAlwaysFoldBytes && outBytes > inBytes)
+    if (outBytes > kAlwaysFoldBytes && outBytes > freedBytes)
       continue;
     for (size_t i = 0; i < n->numOutputs() && i < outs->size(); ++i) {
       Value *old = n->output(i);

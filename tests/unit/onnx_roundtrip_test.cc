@@ -147,3 +147,33 @@ TEST(OnnxImport, TruncatedAndGarbageFilesGiveClearErrors) {
   EXPECT_NE(missing.status().message().find("no such file"), std::string::npos);
   fs::remove_all(dir);
 }
+
+TEST(OnnxRoundTrip, ContribDomainsAndValueInfoSurvive) {
+  // ONNX text syntax through libonnx's parser: a com.microsoft op, value_info, metadata.
+  const char *text = R"(
+    <ir_version: 8, opset_import: ["" : 17, "com.microsoft" : 1], producer_name: "t">
+    agraph (float[N, 8] x) => (float[N, 8] z) <float[N, 8] y> {
+      y = com.microsoft.FastGelu(x)
+      z = Relu(y)
+    }
+  )";
+  auto m = importOnnxText(text);
+  ASSERT_TRUE(m) << m.status().message();
+  EXPECT_EQ((*m)->opsetVersion("com.microsoft"), 1);
+  Node *gelu = (*m)->graph().nodeList()[0];
+  EXPECT_EQ(gelu->kind(), OpKind::FastGelu);
+  EXPECT_EQ(gelu->opsetVersion(), 1);
+  Value *y = (*m)->graph().findValue("y");
+  ASSERT_NE(y, nullptr);
+  EXPECT_TRUE(y->hadValueInfo);
+  auto proto = exportOnnx(**m);
+  ASSERT_TRUE(proto);
+  ASSERT_EQ(proto->graph().value_info_size(), 1);
+  EXPECT_EQ(proto->graph().value_info(0).name(), "y");
+  EXPECT_EQ(proto->graph().node(0).domain(), "com.microsoft");
+  bool hasMs = false;
+  for (const auto &op : proto->opset_import())
+    hasMs |= op.domain() == "com.microsoft" && op.version() == 1;
+  EXPECT_TRUE(hasMs);
+  EXPECT_NO_THROW(onnx::checker::check_model(*proto));
+}

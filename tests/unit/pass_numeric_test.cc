@@ -27,6 +27,15 @@ size_t countOps(const Model &m, std::string_view op) {
   return n;
 }
 
+/// Bytes held in constants above 4 KiB: the weights.
+size_t weightBytes(const Model &m) {
+  size_t total = 0;
+  for (Value *c : m.graph().constants())
+    if (c->constant()->nbytes() > 4096)
+      total += c->constant()->nbytes();
+  return total;
+}
+
 class CleanupNumeric : public ::testing::TestWithParam<Case> {};
 
 } // namespace
@@ -81,6 +90,7 @@ TEST(CleanupEffect, PipelineShrinksTheTinyLlama) {
   ASSERT_TRUE(m);
   const size_t nodes = (*m)->graph().numNodes();
   const size_t constants = countOps(**m, "Constant");
+  const size_t weights = weightBytes(**m);
   ASSERT_GT(constants, 100u);
   auto pm = parsePipeline("fold-shapes,fixpoint(const-fold,cse,canonicalize,dce)",
                           PassRegistry::global());
@@ -92,4 +102,6 @@ TEST(CleanupEffect, PipelineShrinksTheTinyLlama) {
   EXPECT_LT((*m)->graph().numNodes(), nodes * 2 / 3);
   EXPECT_EQ(countOps(**m, "Softmax"), 4u);
   EXPECT_EQ(countOps(**m, "MatMul"), 38u);
+  // The tied embedding / LM head stays one tensor: no weight is duplicated by folding.
+  EXPECT_EQ(weightBytes(**m), weights);
 }

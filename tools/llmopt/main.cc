@@ -133,6 +133,7 @@ int run(const cli::Options &o) {
   ctx.tokenizerPath = o.tokenizer;
   ctx.target = o.target;
   AnalysisManager am(ctx);
+  const ModelStats before = collectStats(*model);
   if (pipeline) {
     auto pa = pipeline->run(*model, am);
     if (!pa)
@@ -175,6 +176,8 @@ int run(const cli::Options &o) {
       std::cout << formatReport(*model, s, title);
       if (pipeline) {
         std::cout << "pipeline: " << pipeline->pipelineText() << "\n";
+        std::cout << fmt::format("  nodes {} -> {}, parameter bytes {} -> {}\n", before.nodes,
+                                 s.nodes, before.bytes, s.bytes);
         for (const std::string &line : am.context().reportLines)
           std::cout << "  " << line << "\n";
       }
