@@ -7,6 +7,7 @@
 #include <unordered_set>
 
 #include "backend/interp/Kernel.h"
+#include "ir/QuantFormats.h"
 
 namespace llmopt::interp {
 namespace {
@@ -24,6 +25,7 @@ struct Registry {
     addQuantKernels(t);
     addIndexKernels(t);
     addContribKernels(t);
+    addAttentionKernels(t);
     byKind.resize(static_cast<size_t>(OpKind::NumOps));
     for (const KernelDef &d : t)
       byKind[static_cast<size_t>(d.kind)].push_back(d);
@@ -88,6 +90,14 @@ Expected<TensorList> callKernel(const KernelDef &k, const Node &n, const InputLi
   }
 }
 
+/// The f32 value of a quantized constant (ir/QuantFormats.h defines the layout).
+Expected<Tensor> dequantizeConstant(const Value &v) {
+  auto t = quant::dequantize(*v.constant(), *v.type().quant);
+  if (!t)
+    return t.status().withContext("quantized constant '" + v.name() + "'");
+  return t;
+}
+
 Status checkInput(const Value &v, size_t i, const Tensor &t) {
   const Type &ty = v.type();
   if (!ty.isTensor())
@@ -116,9 +126,13 @@ Expected<std::vector<Tensor>> evaluateNode(const Node &n, const std::vector<cons
   if (!k)
     return unsupported(n);
   const OpInfo &info = opInfo(n.kind());
-  for (int i = 0; i < info.minInputs; ++i)
-    if (static_cast<size_t>(i) >= inputs.size() || !inputs[static_cast<size_t>(i)])
+  for (int i = 0; i < info.minInputs; ++i) {
+    const bool present = static_cast<size_t>(i) < inputs.size() && inputs[static_cast<size_t>(i)];
+    if (!present && !(i < 32 && (k->optionalInputs >> i) & 1u))
       return nodeError(n, "input {} is required but missing", i);
+  }
+  if (inputs.size() < static_cast<size_t>(info.minInputs))
+    return nodeError(n, "takes at least {} inputs, got {}", info.minInputs, inputs.size());
   if (info.maxInputs >= 0 && inputs.size() > static_cast<size_t>(info.maxInputs))
     return nodeError(n, "takes at most {} inputs, got {}", info.maxInputs, inputs.size());
   return callKernel(*k, n, inputs);
@@ -164,12 +178,18 @@ Expected<std::vector<Tensor>> run(const Graph &g, const std::vector<Tensor> &inp
         continue;
       }
       auto it = env.find(v);
-      if (it != env.end())
+      if (it != env.end()) {
         ins.push_back(&it->second);
-      else if (v->isConstant())
+      } else if (v->isConstant() && v->type().quant) {
+        // A quantized constant stands for its dequantized f32 value; it is decoded at
+        // first use and freed after its last, like any intermediate.
+        LLMOPT_ASSIGN_OR_RETURN(Tensor t, dequantizeConstant(*v));
+        ins.push_back(&env.emplace(v, std::move(t)).first->second);
+      } else if (v->isConstant()) {
         ins.push_back(v->constant().get());
-      else
+      } else {
         return internalErrorf("{}: input '{}' is used before it is computed", nodeLabel(n), v->name());
+      }
     }
     LLMOPT_ASSIGN_OR_RETURN(TensorList res, evaluateNode(n, ins));
     for (size_t o = 0; o < n.numOutputs(); ++o) {
@@ -191,12 +211,16 @@ Expected<std::vector<Tensor>> run(const Graph &g, const std::vector<Tensor> &inp
   std::vector<Tensor> result;
   for (const Value *v : g.outputs()) {
     auto it = env.find(v);
-    if (it != env.end())
+    if (it != env.end()) {
       result.push_back(it->second);
-    else if (v->isConstant())
+    } else if (v->isConstant() && v->type().quant) {
+      LLMOPT_ASSIGN_OR_RETURN(Tensor t, dequantizeConstant(*v));
+      result.push_back(std::move(t));
+    } else if (v->isConstant()) {
       result.push_back(*v->constant());
-    else
+    } else {
       return errorf("graph output '{}' has no value", v->name());
+    }
   }
   return result;
 }

@@ -27,6 +27,9 @@ struct KernelDef {
   int64_t maxVersion = std::numeric_limits<int64_t>::max();
   /// f16 / bf16 inputs are computed in f32 and f32 outputs rounded back (see run()).
   bool halfAsFloat = false;
+  /// Bit i: input i may be absent although it lies within Ops.def's minimum arity
+  /// (an optional input before a required one).
+  uint32_t optionalInputs = 0;
 };
 
 using KernelTable = std::vector<KernelDef>;
@@ -41,6 +44,7 @@ void addQuantKernels(KernelTable &t);
 void addMatMulNBitsKernel(KernelTable &t);
 void addIndexKernels(KernelTable &t);
 void addContribKernels(KernelTable &t);
+void addAttentionKernels(KernelTable &t);
 
 // ---------------------------------------------------------------- errors and attributes
 

@@ -284,6 +284,14 @@ Expected<TensorList> kTile(const Node &n, const InputList &in) {
 
 Expected<TensorList> kTranspose(const Node &n, const InputList &in) {
   const Tensor &x = *in[0];
+  if (x.dtype() == DType::I4 || x.dtype() == DType::U4) {
+    // 4-bit data (a transposed quantized weight, see backend/onnx/QuantLowering.h) is
+    // moved as bytes and packed again.
+    LLMOPT_ASSIGN_OR_RETURN(Tensor wide, castTensor(x, x.dtype() == DType::I4 ? DType::I8 : DType::U8));
+    LLMOPT_ASSIGN_OR_RETURN(TensorList moved, kTranspose(n, {&wide}));
+    LLMOPT_ASSIGN_OR_RETURN(Tensor packed, castTensor(moved[0], x.dtype()));
+    return TensorList{packed};
+  }
   LLMOPT_ASSIGN_OR_RETURN(size_t eb, bytesOf(n, x));
   const size_t r = x.shape().size();
   std::vector<int64_t> perm = n.attrInts("perm");

@@ -1,10 +1,9 @@
 // Numeric comparison of models through the reference interpreter.
 #include "tests/support/NumericCheck.h"
 
-#include <cmath>
 #include <random>
 
-#include "backend/interp/Interpreter.h"
+#include "backend/interp/Compare.h"
 
 namespace llmopt::test {
 
@@ -71,22 +70,10 @@ std::vector<Tensor> makeInputs(const Graph &g, const std::map<std::string, int64
     return ::testing::AssertionFailure()
            << "output count differs: " << expected.size() << " vs " << actual.size();
   for (size_t o = 0; o < expected.size(); ++o) {
-    const Tensor &a = expected[o], &b = actual[o];
-    if (a.shape() != b.shape() || a.dtype() != b.dtype())
-      return ::testing::AssertionFailure() << "output #" << o << ": " << toString(a.type())
-                                           << " vs " << toString(b.type());
-    double maxAbs = 0, maxRel = 0;
-    for (int64_t i = 0; i < a.numel(); ++i) {
-      double x = a.getDouble(i), y = b.getDouble(i);
-      double err = std::abs(x - y);
-      if (std::isnan(x) != std::isnan(y) || err > atol + rtol * std::abs(x))
-        return ::testing::AssertionFailure()
-               << "output #" << o << " element " << i << ": expected " << x << ", got " << y
-               << " (rtol " << rtol << ", atol " << atol << ")";
-      maxAbs = std::max(maxAbs, err);
-      maxRel = std::max(maxRel, err / std::max(std::abs(x), 1e-30));
-    }
-    ::testing::Test::RecordProperty("max_abs_err_" + std::to_string(o), std::to_string(maxAbs));
+    interp::Difference d = interp::compareTensors(actual[o], expected[o], {rtol, atol});
+    if (!d.ok)
+      return ::testing::AssertionFailure() << "output #" << o << ": " << d.summary() << " (rtol "
+                                           << rtol << ", atol " << atol << ")";
   }
   return ::testing::AssertionSuccess();
 }

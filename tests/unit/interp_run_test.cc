@@ -1,5 +1,6 @@
 // interp::run: input binding, initializer defaults, errors, unsupported ops, threads,
 // and a model imported from ONNX text.
+#include "backend/interp/Compare.h"
 #include "frontend/OnnxImporter.h"
 #include "interp_test_util.h"
 
@@ -129,6 +130,40 @@ TEST(InterpRun, NodeOutsideAModelUsesLatestSemantics) {
   auto r = interp::run(g, {f32({2, 2}, {1, 2, 3, 4})});
   ASSERT_TRUE(r) << r.status().message();
   EXPECT_EQ(floats((*r)[0]), (std::vector<float>{4, 6}));
+}
+
+/// y = x * k (as Mul) or x + x (as Add), x of shape [batch, 3].
+std::unique_ptr<Model> scaleGraph(bool asAdd, float k) {
+  auto m = std::make_unique<Model>();
+  Graph &g = m->graph();
+  Value *x = g.addInput("x", Type::tensor(DType::F32, Dims{Dim::sym("batch"), Dim::of(3)}));
+  Node *n = asAdd ? g.addNode(OpKind::Add, {x, x}, 1, "add")
+                  : g.addNode(OpKind::Mul, {x, g.addConstant("k", f32({}, {k}))}, 1, "mul");
+  g.addOutput(n->output());
+  n->output()->setName("y");
+  return m;
+}
+
+TEST(InterpCompare, EquivalentGraphsPassAndDifferentOnesNameTheOutput) {
+  auto mul = scaleGraph(false, 2), add = scaleGraph(true, 0), off = scaleGraph(false, 2.01f);
+  interp::RandomInputOptions ro;
+  ro.dims["batch"] = 4;
+  auto inputs = interp::randomInputs(mul->graph(), ro);
+  ASSERT_TRUE(inputs) << inputs.status().message();
+  ASSERT_EQ((*inputs)[0].shape(), (std::vector<int64_t>{4, 3}));
+  EXPECT_TRUE(interp::checkEquivalent(mul->graph(), add->graph(), *inputs).isOk());
+  Status st = interp::checkEquivalent(mul->graph(), off->graph(), *inputs);
+  ASSERT_FALSE(st.isOk());
+  EXPECT_NE(st.message().find("output 0 'y'"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("max abs"), std::string::npos) << st.message();
+  // A looser tolerance accepts it; cosine stays ~1 for a pure rescale.
+  EXPECT_TRUE(interp::checkEquivalent(mul->graph(), off->graph(), *inputs, {1e-2, 0}).isOk());
+  interp::Difference d = interp::compareTensors(f32({2}, {1, 2}), f32({2}, {1, 2.5f}));
+  EXPECT_FALSE(d.ok);
+  EXPECT_EQ(d.worst, 1);
+  EXPECT_NEAR(d.maxAbs, 0.5, 1e-12);
+  EXPECT_NEAR(d.maxRel, 0.2, 1e-12);
+  EXPECT_FALSE(interp::compareTensors(f32({2}, {1, 2}), f32({1, 2}, {1, 2})).ok);
 }
 
 } // namespace

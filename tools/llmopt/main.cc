@@ -1,15 +1,12 @@
 // llmopt: reads a model, runs a pass pipeline, writes the result and/or a report.
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
-#include <sstream>
 
 #include <fmt/format.h>
 
 #include "backend/onnx/OnnxExporter.h"
-#include "frontend/OnnxImporter.h"
-#include "ir/Parser.h"
+#include "frontend/ModelLoader.h"
 #include "ir/Printer.h"
 #include "ir/Verifier.h"
 #include "passes/PassManager.h"
@@ -25,19 +22,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-bool endsWith(const std::string &s, const std::string &suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-Expected<std::string> readText(const std::string &path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in)
-    return errorf("{}: cannot open", path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 /// FNV-1a 64 of the input file: provenance, not security.
 std::string fileHash(const std::string &path) {
   auto f = MappedFile::open(path);
@@ -50,23 +34,6 @@ std::string fileHash(const std::string &path) {
     h *= 1099511628211ull;
   }
   return fmt::format("fnv1a64:{:016x}", h);
-}
-
-Expected<std::unique_ptr<Model>> load(const std::string &path) {
-  if (endsWith(path, ".llir")) {
-    LLMOPT_ASSIGN_OR_RETURN(std::string text, readText(path));
-    LLMOPT_ASSIGN_OR_RETURN(auto m, parseModel(text, path));
-    LLMOPT_RETURN_IF_ERROR(verify(*m).withContext(path));
-    return m;
-  }
-  if (endsWith(path, ".onnxtxt")) {
-    LLMOPT_ASSIGN_OR_RETURN(std::string text, readText(path));
-    auto m = importOnnxText(text);
-    if (!m)
-      return m.status().withContext(path);
-    return m;
-  }
-  return importOnnxFile(path);
 }
 
 void listPasses(const PassRegistry &reg) {
@@ -123,7 +90,7 @@ int run(const cli::Options &o) {
     pipeline = parsed.take();
   }
 
-  auto loaded = load(o.input);
+  auto loaded = loadModel(o.input);
   if (!loaded)
     throw loaded.status();
   std::unique_ptr<Model> model = loaded.take();
@@ -158,6 +125,7 @@ int run(const cli::Options &o) {
     model->setMetadata("llmopt.input_hash", fileHash(o.input));
     ExportOptions eo;
     eo.externalData = o.externalData;
+    eo.target = o.target;
     Status st = saveOnnx(*model, o.output, eo);
     if (!st)
       throw st;
