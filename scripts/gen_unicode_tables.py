@@ -1,0 +1,154 @@
+#!/usr/bin/env python3
+"""Generates frontend/tokenizer/UnicodeTables.inc: the Unicode tables llmopt's tokenizers need.
+
+Source: Python's `unicodedata` (its version is written into the output, 14.0.0 for Python 3.11),
+plus Debian `unicode-data`'s DerivedAge.txt for one thing unicodedata lacks: character age.
+The age is needed because Hugging Face `tokenizers` answers BERT's "is punctuation / nonspacing
+mark / control" questions from the `unicode_categories` crate, whose tables are Unicode 8.0:
+characters assigned later are none of those to it, so our BERT tables keep only age <= 8.0.
+
+Usage: python3 scripts/gen_unicode_tables.py [-o frontend/tokenizer/UnicodeTables.inc]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import unicodedata
+from pathlib import Path
+
+MAX_CP = 0x10FFFF
+BERT_UNICODE_AGE = (8, 0)
+
+#: Order of llmopt::tok::Gc in frontend/tokenizer/Unicode.h (Cn first: it is also "unassigned").
+GC_ORDER = ["Cn", "Lu", "Ll", "Lt", "Lm", "Lo", "Mn", "Mc", "Me", "Nd", "Nl", "No", "Pc", "Pd",
+            "Ps", "Pe", "Pi", "Pf", "Po", "Sm", "Sc", "Sk", "So", "Zs", "Zl", "Zp", "Cc", "Cf",
+            "Cs", "Co"]
+
+#: PropList.txt White_Space (stable since Unicode 6.3, when U+180E left it). unicodedata has no
+#: property lookup; this is what Oniguruma's \s and Rust's char::is_whitespace test.
+WHITE_SPACE = [(0x09, 0x0D), (0x20, 0x20), (0x85, 0x85), (0xA0, 0xA0), (0x1680, 0x1680),
+               (0x2000, 0x200A), (0x2028, 0x2029), (0x202F, 0x202F), (0x205F, 0x205F),
+               (0x3000, 0x3000)]
+
+HANGUL_FIRST, HANGUL_LAST = 0xAC00, 0xD7A3
+
+
+def read_ages(path: Path) -> list[tuple[int, int, tuple[int, int]]]:
+    ages = []
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        cps, age = (f.strip() for f in line.split(";"))
+        first, _, last = cps.partition("..")
+        major, minor = age.split(".")
+        ages.append((int(first, 16), int(last or first, 16), (int(major), int(minor))))
+    return ages
+
+
+def ranges_of(pred) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for cp in range(MAX_CP + 1):
+        if pred(cp):
+            if out and out[-1][1] == cp - 1:
+                out[-1] = (out[-1][0], cp)
+            else:
+                out.append((cp, cp))
+    return out
+
+
+def emit_array(name: str, comment: str, values: list[int], per_line: int = 10) -> str:
+    lines = [f"// {comment}", f"static constexpr uint32_t {name}[] = {{"]
+    for i in range(0, len(values), per_line):
+        lines.append("    " + ", ".join(f"0x{v:X}" for v in values[i:i + per_line]) + ",")
+    lines.append("};")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    root = Path(__file__).resolve().parents[1]
+    ap.add_argument("-o", "--output", type=Path, default=root / "frontend/tokenizer/UnicodeTables.inc")
+    ap.add_argument("--derived-age", type=Path, default=Path("/usr/share/unicode/DerivedAge.txt"),
+                    help="DerivedAge.txt (Debian package unicode-data)")
+    args = ap.parse_args()
+
+    gc = [unicodedata.category(chr(cp)) for cp in range(MAX_CP + 1)]
+    age_ok = bytearray(MAX_CP + 1)
+    for first, last, age in read_ages(args.derived_age):
+        if age <= BERT_UNICODE_AGE:
+            age_ok[first:last + 1] = b"\x01" * (last - first + 1)
+
+    # General category as run starts: (start << 5) | index; a run ends where the next begins.
+    runs = []
+    for cp in range(MAX_CP + 1):
+        if cp == 0 or gc[cp] != gc[cp - 1]:
+            runs.append(cp << 5 | GC_ORDER.index(gc[cp]))
+
+    def pairs(rs: list[tuple[int, int]]) -> list[int]:
+        return [v for r in rs for v in r]
+
+    bert_punct = ranges_of(lambda c: age_ok[c] and gc[c][0] == "P")
+    bert_mn = ranges_of(lambda c: age_ok[c] and gc[c] == "Mn")
+    bert_other = ranges_of(lambda c: age_ok[c] and gc[c] in ("Cc", "Cf", "Co"))
+
+    lower = []
+    for cp in range(MAX_CP + 1):
+        lo = chr(cp).lower()
+        if len(lo) == 1 and ord(lo) != cp:
+            lower += [cp, ord(lo)]
+    assert chr(0x130).lower() == "i\u0307"  # the one multi-code-point lowercase, done in code
+
+    decomp_index, decomp_data = [], []
+    for cp in range(MAX_CP + 1):
+        if HANGUL_FIRST <= cp <= HANGUL_LAST or 0xD800 <= cp <= 0xDFFF:
+            continue
+        d = unicodedata.normalize("NFD", chr(cp))
+        if d != chr(cp):
+            assert len(d) < 8 and len(decomp_data) < (1 << 27)
+            decomp_index += [cp, len(decomp_data) << 3 | len(d)]
+            decomp_data += [ord(c) for c in d]
+
+    ccc = []
+    for cp in range(MAX_CP + 1):
+        c = unicodedata.combining(chr(cp))
+        if c:
+            if ccc and ccc[-1][1] == cp - 1 and ccc[-1][2] == c:
+                ccc[-1][1] = cp
+            else:
+                ccc.append([cp, cp, c])
+
+    out = [
+        "// Unicode tables for llmopt's tokenizers. Generated by scripts/gen_unicode_tables.py from",
+        f"// Python {sys.version.split()[0]} unicodedata, Unicode {unicodedata.unidata_version}"
+        " (BERT tables: Unicode 8.0 via DerivedAge.txt). Do not edit.",
+        "// NOLINTBEGIN",
+        f'static constexpr const char *kUnicodeVersion = "{unicodedata.unidata_version}";',
+        f"static constexpr int kGcCount = {len(GC_ORDER)};  // Gc enum order: {' '.join(GC_ORDER)}",
+        "",
+        emit_array("kGcRuns", "General category runs: start << 5 | Gc; a run ends where the next starts.",
+                   runs),
+        emit_array("kWhiteSpace", "White_Space: [first, last] pairs.", pairs(WHITE_SPACE)),
+        emit_array("kBertPunct", "BERT punctuation (P*, assigned by Unicode 8.0): [first, last] pairs.",
+                   pairs(bert_punct)),
+        emit_array("kBertMn", "BERT nonspacing marks (Mn, assigned by Unicode 8.0): [first, last] pairs.",
+                   pairs(bert_mn)),
+        emit_array("kBertOther", "BERT control (Cc|Cf|Co, assigned by Unicode 8.0): [first, last] pairs.",
+                   pairs(bert_other)),
+        emit_array("kLower", "Single-code-point lowercase: (code point, lowercase) pairs.", lower),
+        emit_array("kDecompIndex", "Full canonical decomposition (Hangul excluded): (code point, "
+                   "offset << 3 | length) pairs into kDecompData.", decomp_index),
+        emit_array("kDecompData", "Decomposition code points.", decomp_data),
+        emit_array("kCombiningClass", "Nonzero canonical combining class: (first, last, ccc) triples.",
+                   [v for r in ccc for v in r], per_line=12),
+        "// NOLINTEND",
+    ]
+    args.output.write_text("\n".join(out))
+    print(f"wrote {args.output}: {len(runs)} gc runs, {len(lower) // 2} lowercase, "
+          f"{len(decomp_index) // 2} decompositions, {len(ccc)} ccc ranges")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
