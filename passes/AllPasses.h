@@ -7,3 +7,7 @@
 #include "passes/cleanup/Dce.h"
 #include "passes/cleanup/FoldShapes.h"
 #include "passes/cleanup/Opset.h"
+#include "passes/quant/QuantEmbed.h"
+#include "passes/quant/QuantHalf.h"
+#include "passes/quant/QuantInt4.h"
+#include "passes/quant/QuantInt8.h"

@@ -5,10 +5,12 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${1:-$root/build}"; shift || true
 
-# C++ toolchain and libraries (see README "Dependencies" for why each is here).
+# C++ toolchain and libraries, plus real text (KJV bible, word lists) for calibration,
+# evaluation and tokenizer tests (see README "Dependencies" for why each is here).
 apt_pkgs=(g++ cmake make pkg-config python3 python3-venv python3-pip
           libonnx-dev libonnx-testdata libprotobuf-dev protobuf-compiler libeigen3-dev
-          libboost-graph-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev)
+          libboost-graph-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev
+          bible-kjv wamerican wfrench wngerman wspanish)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -28,7 +30,7 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
   echo "setup: creating the Python venv in $venv"
   # Debian's own python3 (python3-venv installed above) unless one is already on PATH.
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check -r "$root/requirements.txt"
+  "$venv/bin/pip" install -q --disable-pip-version-check --no-deps -r "$root/requirements.txt"
   echo "$want" > "$stamp"
 fi
 

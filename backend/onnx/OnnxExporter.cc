@@ -17,6 +17,8 @@
 #include <google/protobuf/io/zero_copy_stream_impl.h>
 #include <onnx/onnx_pb.h>
 
+#include "backend/onnx/QuantLowering.h"
+
 namespace llmopt {
 namespace {
 
@@ -79,9 +81,15 @@ struct ExternalSink {
   Status status;
 };
 
+const ExportOptions &defaultExportOptions() {
+  static const ExportOptions o;
+  return o;
+}
+
 class Exporter {
 public:
-  explicit Exporter(ExternalSink *sink) : sink_(sink) {}
+  explicit Exporter(ExternalSink *sink, const ExportOptions &opts = defaultExportOptions())
+      : sink_(sink), opts_(opts) {}
 
   Expected<onnx::ModelProto> run(const Model &m) {
     collectNames(m.graph());
@@ -113,10 +121,23 @@ public:
     for (const auto &bytes : m.trainingInfo)
       if (!p.add_training_info()->ParseFromString(bytes))
         return internalErrorf("training_info bytes do not parse");
+    if (opts_.target != "ort" && opts_.target != "onnx")
+      return errorf("unknown export target '{}'; accepted: ort, onnx", opts_.target);
+    model_ = &m;
     LLMOPT_RETURN_IF_ERROR(graph(m.graph(), p.mutable_graph()));
     if (sink_)
       LLMOPT_RETURN_IF_ERROR(sink_->status);
+    if (usedContrib_ && !m.opsets.count("com.microsoft")) {
+      auto *op = p.add_opset_import();
+      op->set_domain("com.microsoft");
+      op->set_version(1);
+    }
     return p;
+  }
+
+  /// One tensor, inline (raw_data / string_data).
+  Status tensorToProto(const Tensor &t, const std::string &tname, onnx::TensorProto *tp) {
+    return tensor(t, tname, tp);
   }
 
 private:
@@ -184,11 +205,32 @@ private:
   }
 
   Status constant(const Value *v, onnx::TensorProto *tp) {
-    if (v->type().quant)
-      return internalErrorf("constant '{}' is quantized ({}); lower it with a quantization pass's "
-                            "export step before writing ONNX",
-                            v->name(), toString(v->type()));
     return tensor(*v->constant(), name(v), tp);
+  }
+
+  /// A name no value or initializer of the model uses yet.
+  std::string fresh(const std::string &base) {
+    std::string n = base;
+    for (int k = 1; used_.count(n); ++k)
+      n = base + "_" + std::to_string(k);
+    used_.insert(n);
+    return n;
+  }
+
+  /// Writes a node the quantization lowering made.
+  Status emitted(onnxw::EmittedNode e, onnx::NodeProto *np) {
+    np->set_op_type(e.opType);
+    if (!e.domain.empty())
+      np->set_domain(e.domain);
+    if (!e.name.empty())
+      np->set_name(e.name);
+    for (const auto &in : e.inputs)
+      np->add_input(in);
+    for (const auto &out : e.outputs)
+      np->add_output(out);
+    for (const Attribute &a : e.attrs)
+      LLMOPT_RETURN_IF_ERROR(attribute(a, np->add_attribute()));
+    return Status::ok();
   }
 
   void valueInfo(const Value *v, onnx::ValueInfoProto *vi) {
@@ -203,12 +245,28 @@ private:
     gp->set_name(g.name());
     if (!g.doc.empty())
       gp->set_doc_string(g.doc);
-    for (Value *c : g.constants())
-      LLMOPT_RETURN_IF_ERROR(constant(c, gp->add_initializer()));
+    // Quantized constants are written by the lowering, in the form each consumer needs.
+    onnxw::QuantLowering lowering(
+        *model_, g, opts_,
+        {[this](const Value *v) { return name(v); }, [this](const std::string &b) { return fresh(b); },
+         [this, gp](const std::string &n, const Tensor &t) { return tensor(t, n, gp->add_initializer()); },
+         [this, gp](onnxw::EmittedNode e) { return emitted(std::move(e), gp->add_node()); }});
+    for (Value *c : g.constants()) {
+      if (!c->type().quant)
+        LLMOPT_RETURN_IF_ERROR(constant(c, gp->add_initializer()));
+      else if (c->isGraphInput())
+        return errorf("quantized constant '{}' is also a graph input (an overridable initializer); "
+                      "it has no ONNX form", c->name());
+    }
     for (Value *in : g.inputs())
       valueInfo(in, gp->add_input());
-    for (const auto &n : g.nodes())
-      LLMOPT_RETURN_IF_ERROR(node(*n, gp->add_node()));
+    for (const auto &n : g.nodes()) {
+      LLMOPT_ASSIGN_OR_RETURN(bool lowered, lowering.lowerNode(*n));
+      if (!lowered)
+        LLMOPT_RETURN_IF_ERROR(node(*n, gp->add_node()));
+    }
+    LLMOPT_RETURN_IF_ERROR(lowering.lowerOutputs());
+    usedContrib_ = usedContrib_ || lowering.usedContribOps();
     for (Value *out : g.outputs())
       valueInfo(out, gp->add_output());
     for (Value *v : g.values())
@@ -315,6 +373,9 @@ private:
   }
 
   ExternalSink *sink_;
+  const ExportOptions &opts_;
+  const Model *model_ = nullptr;
+  bool usedContrib_ = false;
   std::unordered_set<std::string> used_;
   std::unordered_map<const Value *, std::string> names_;
 };
@@ -370,9 +431,24 @@ private:
 
 } // namespace
 
-Expected<onnx::ModelProto> exportOnnx(const Model &m) {
-  Exporter e(nullptr);
+Expected<onnx::ModelProto> exportOnnx(const Model &m, const ExportOptions &opts) {
+  Exporter e(nullptr, opts);
   return e.run(m);
+}
+
+Status saveTensorProto(const Tensor &t, const std::string &name, const std::string &path) {
+  onnx::TensorProto tp;
+  Exporter e(nullptr);
+  LLMOPT_RETURN_IF_ERROR(e.tensorToProto(t, name, &tp));
+  TempFile tmp(path);
+  if (!tmp.ok())
+    return errorf("{}: cannot create a temporary file: {}", path, std::strerror(errno));
+  {
+    google::protobuf::io::FileOutputStream out(tmp.fd());
+    if (!tp.SerializeToZeroCopyStream(&out) || !out.Flush())
+      return errorf("{}: cannot write: {}", path, std::strerror(out.GetErrno()));
+  }
+  return tmp.commit();
 }
 
 Status saveOnnx(const Model &m, const std::string &path, const ExportOptions &opts) {
@@ -395,7 +471,7 @@ Status saveOnnx(const Model &m, const std::string &path, const ExportOptions &op
     sink.file = ::fdopen(::dup(dataTmp->fd()), "wb");
     sink.threshold = opts.externalThreshold;
   }
-  Exporter e(external ? &sink : nullptr);
+  Exporter e(external ? &sink : nullptr, opts);
   auto proto = e.run(m);
   if (sink.file && std::fclose(sink.file) != 0 && proto)
     return errorf("{}: cannot write: {}", dataPath, std::strerror(errno));

@@ -1,0 +1,213 @@
+// Shared pieces of the weight-only quantization passes.
+#include "passes/quant/QuantCommon.h"
+
+#include <bit>
+
+#include "passes/cleanup/Opset.h"
+#include "passes/quant/Hqq.h"
+
+namespace llmopt::quantpass {
+
+Expected<std::string> readMethod(OptionReader &r) {
+  return r.getChoice("method", {"rtn", "hqq", "gptq", "awq"}, "rtn");
+}
+
+Status calibrationMethodError(const std::string &pass, const std::string &method,
+                              const PassContext &ctx) {
+  if (ctx.calibPath.empty())
+    return errorf("pass '{}': method={} needs calibration data: pass --calib FILE (with "
+                  "--tokenizer for text); without data use method=rtn or method=hqq",
+                  pass, method);
+  return errorf("pass '{}': method={} is not available yet (it reads calibration statistics, "
+                "which llmopt does not collect yet); use method=rtn or method=hqq",
+                pass, method);
+}
+
+Expected<int64_t> readBlock(OptionReader &r, const std::string &pass, int64_t dflt) {
+  LLMOPT_ASSIGN_OR_RETURN(int64_t b, r.getInt("block", dflt, 16, 256));
+  if ((b & (b - 1)) != 0)
+    return errorf("pass '{}': option 'block' has value '{}', expected a power of 2 in [16, 256] "
+                  "(16|32|64|128|256)",
+                  pass, b);
+  return b;
+}
+
+int64_t effectiveBlock(int64_t block, int64_t k) {
+  const int64_t fit = std::max<int64_t>(
+      16, static_cast<int64_t>(std::bit_ceil(static_cast<uint64_t>(std::max<int64_t>(k, 1)))));
+  return std::min(block, fit);
+}
+
+Expected<Tensor> quantizeTensor(const Tensor &w, const QuantEncoding &enc, Method method,
+                                bool integerZeroPoints) {
+  if (method == Method::Rtn)
+    return quant::quantizeRtn(w, enc);
+  LLMOPT_ASSIGN_OR_RETURN(std::vector<quant::BlockParams> p, hqqParams(w, enc, integerZeroPoints));
+  return quant::quantizeWithParams(w, enc, p, /*floatZeroPoints=*/!integerZeroPoints);
+}
+
+Value *replaceWithQuantized(Graph &g, Value *old, Tensor q, const QuantEncoding &enc) {
+  const std::vector<int64_t> shape = q.shape();
+  Value *v = g.replaceWithConstant(old, std::move(q));
+  Type t = Type::tensorOf(DType::F32, shape);
+  t.quant = enc;
+  v->setType(std::move(t));
+  return v;
+}
+
+int64_t storedBytes(const Tensor &t) {
+  int64_t b = static_cast<int64_t>(t.nbytes());
+  if (t.scales)
+    b += static_cast<int64_t>(t.scales->nbytes());
+  if (t.zeroPoints)
+    b += static_cast<int64_t>(t.zeroPoints->nbytes());
+  return b;
+}
+
+std::string SkipCounts::summary() const {
+  std::string s;
+  auto add = [&](int64_t n, const char *what) {
+    if (n)
+      s += fmt::format("{}{} {}", s.empty() ? "" : ", ", n, what);
+  };
+  add(tiny, "tiny (K or N < 16)");
+  add(otherUses, "also read by non-MatMul ops");
+  add(notF32, "not f32");
+  add(gemmForm, "Gemm with alpha/beta/transA");
+  add(notConstant, "with a non-constant B (activation products)");
+  return s.empty() ? "none" : s;
+}
+
+namespace {
+
+Tensor transposed2d(const Tensor &b) {
+  const int64_t r = b.shape()[0], c = b.shape()[1];
+  Tensor t = Tensor::zeros(DType::F32, {c, r});
+  const float *src = reinterpret_cast<const float *>(b.data());
+  float *dst = reinterpret_cast<float *>(t.mutableData());
+  for (int64_t i = 0; i < r; ++i)
+    for (int64_t j = 0; j < c; ++j)
+      dst[j * r + i] = src[i * c + j];
+  return t;
+}
+
+bool isWeightConstant(const Value *v) {
+  return v && v->isConstant() && !v->type().quant && !v->isGraphInput() && !v->isGraphOutput() &&
+         v->constant()->rank() == 2;
+}
+
+} // namespace
+
+// Gemm(A, B, C) {transB}  =>  Add(MatMul(A, W), C), W = transB ? B^T : B
+int64_t gemmsToMatMuls(Graph &g, SkipCounts &skips) {
+  int64_t rewritten = 0;
+  for (Node *n : g.nodeList()) {
+    if (!n->is(OpKind::Gemm) || !isWeightConstant(n->input(1)) ||
+        n->input(1)->constant()->dtype() != DType::F32)
+      continue;
+    Value *b = n->input(1), *c = n->input(2);
+    if (n->attrFloat("alpha", 1.f) != 1.f || (c && n->attrFloat("beta", 1.f) != 1.f) ||
+        n->attrInt("transA", 0) != 0 || b->users().size() != 1) {
+      ++skips.gemmForm;
+      continue;
+    }
+    if (n->attrInt("transB", 0) != 0)
+      b = g.replaceWithConstant(b, transposed2d(*b->constant()));
+    Node *mm = g.addNode(OpKind::MatMul, {n->input(0), b}, 1, n->name(), n);
+    Value *out = mm->output(0);
+    out->setName(g.freshName(n->name().empty() ? "gemm_matmul" : n->name() + "_matmul"));
+    if (c) {
+      Node *add =
+          g.addNode(OpKind::Add, {out, c}, 1, n->name().empty() ? "" : n->name() + "_bias", n);
+      out = add->output(0);
+      out->setName(g.freshName(n->name().empty() ? "gemm_bias" : n->name() + "_bias"));
+    }
+    g.replaceAllUsesWith(n->output(0), out);
+    g.eraseNode(n);
+    ++rewritten;
+  }
+  g.removeUnusedConstants();
+  return rewritten;
+}
+
+std::vector<MatMulWeight> findMatMulWeights(Graph &g, int64_t minDim, SkipCounts &skips) {
+  for (const auto &n : g.nodes())
+    if (n->is(OpKind::MatMul) && n->input(1) && !n->input(1)->isConstant())
+      ++skips.notConstant;
+  std::vector<MatMulWeight> out;
+  for (Value *c : g.constants()) {
+    if (!isWeightConstant(c))
+      continue;
+    MatMulWeight w{c, {}};
+    bool others = false;
+    for (const Use &u : c->uses()) {
+      if (u.user->is(OpKind::MatMul) && u.index == 1)
+        w.users.push_back(u.user);
+      else
+        others = true;
+    }
+    if (w.users.empty())
+      continue;
+    if (others) {
+      ++skips.otherUses;
+      continue;
+    }
+    if (c->constant()->dtype() != DType::F32) {
+      ++skips.notF32;
+      continue;
+    }
+    const std::vector<int64_t> &s = c->constant()->shape();
+    if (s[0] < minDim || s[1] < minDim) {
+      ++skips.tiny;
+      continue;
+    }
+    out.push_back(std::move(w));
+  }
+  return out;
+}
+
+std::string WeightQuantStats::summary() const {
+  return fmt::format("{} weights{}, {} -> {} bytes ({:.2f} bits per weight); skipped: {}", weights,
+                     gemms ? fmt::format(" ({} Gemms made MatMul + Add)", gemms) : std::string(),
+                     bytesBefore, bytesAfter,
+                     params ? 8.0 * static_cast<double>(bytesAfter) / static_cast<double>(params)
+                            : 0.0,
+                     skips.summary());
+}
+
+Expected<WeightQuantStats>
+quantizeMatMulWeights(Graph &g,
+                      const std::function<QuantEncoding(int64_t K, int64_t N)> &encodingFor,
+                      Method method, bool integerZeroPoints) {
+  WeightQuantStats st;
+  st.gemms = gemmsToMatMuls(g, st.skips);
+  for (const MatMulWeight &w : findMatMulWeights(g, 16, st.skips)) {
+    const Tensor &t = *w.weight->constant();
+    const QuantEncoding enc = encodingFor(t.shape()[0], t.shape()[1]);
+    auto q = quantizeTensor(t, enc, method, integerZeroPoints);
+    if (!q)
+      return q.status().withContext("weight '" + w.weight->name() + "'");
+    st.weights += 1;
+    st.params += t.numel();
+    st.bytesBefore += storedBytes(t);
+    st.bytesAfter += storedBytes(*q);
+    // Drop the f32 original now (and its mapped pages), so peak memory follows one layer.
+    const std::shared_ptr<Tensor> original = w.weight->constant();
+    replaceWithQuantized(g, w.weight, q.take(), enc);
+    g.removeUnusedConstants();
+    if (original->isMapped() && original.use_count() == 1)
+      original->mapping()->release(original->mappingOffset(), original->nbytes());
+  }
+  return st;
+}
+
+Expected<bool> ensureOnnxOpset(Model &m, AnalysisManager &am, int64_t need) {
+  if (am.context().target != "onnx" || m.opsetVersion("") >= need)
+    return false;
+  OpsetPass convert(OpsetOptions{need});
+  LLMOPT_ASSIGN_OR_RETURN(PreservedAnalyses pa, convert.run(m, am));
+  (void)pa;
+  return true;
+}
+
+} // namespace llmopt::quantpass
