@@ -358,3 +358,34 @@ def test_bert_without_token_type_ids() -> None:
     (hidden,) = _session(model).run(None, {"input_ids": ids, "attention_mask": mask})
     np.testing.assert_allclose(hidden, bert_ref.forward(cfg, weights, ids, dtype=np.float64),
                                rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_bert_mean_pooling_output(normalize: bool) -> None:
+    """``pooling="mean"``: sentence-transformers' masked mean (+ L2 normalization) as an extra
+    ``sentence_embedding`` output; padding does not change a row's embedding."""
+    cfg, weights = gen_tiny_bert.TINY_BERT, gen_tiny_bert.tiny_bert_weights(3)
+    model = bert_onnx.build_model(cfg, weights, pooling="mean", normalize=normalize)
+    onnx.checker.check_model(model, full_check=True)
+    assert [o.name for o in model.graph.output] == ["last_hidden_state", "sentence_embedding"]
+    assert not set(_op_counts(model)) & FUSED_OPS
+    rng = np.random.default_rng(11)
+    ids = rng.integers(0, cfg.vocab_size, size=(3, 9), dtype=np.int64)
+    mask = np.ones_like(ids)
+    mask[1, 5:] = 0
+    mask[2, 2:] = 0
+    feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+    hidden, emb = _session(model).run(None, feeds)
+    assert emb.shape == (3, cfg.hidden_size)
+    ref_h = bert_ref.forward(cfg, weights, ids, mask, dtype=np.float64)
+    np.testing.assert_allclose(hidden, ref_h, rtol=RTOL, atol=ATOL)
+    ref = bert_ref.mean_pooling(ref_h, mask, normalize)
+    np.testing.assert_allclose(emb, ref, rtol=RTOL, atol=ATOL)
+    if normalize:
+        np.testing.assert_allclose(np.linalg.norm(emb, axis=-1), 1.0, rtol=1e-5)
+    short = {k: v[1:2, :5] for k, v in feeds.items()}
+    np.testing.assert_allclose(_session(model).run(None, short)[1], emb[1:2], rtol=RTOL, atol=ATOL)
+    with pytest.raises(ValueError):
+        bert_onnx.build_model(cfg, weights, normalize=True)
+    with pytest.raises(ValueError):
+        bert_onnx.build_model(cfg, weights, pooling="cls")

@@ -15,6 +15,12 @@ The graph spells out what the fusion passes lift:
 * attention: heads by ``Reshape(Concat(Slice(Shape(x)), [h, d]))`` + ``Transpose``, scores
   ``MatMul(q, Transpose(k)) / sqrt(d) + (1 - mask) * finfo.min``, ``Softmax``, ``MatMul`` with v;
 * GELU (erf form): ``Mul(Mul(x, Add(Erf(Div(x, sqrt 2)), 1)), 0.5)``.
+
+With ``pooling="mean"`` the model also outputs ``sentence_embedding`` float ``[batch, hidden]``,
+sentence-transformers' ``Pooling(mean)`` as torch exports it: ``Div(ReduceSum(Mul(h, m), 1),
+Clip(ReduceSum(m, 1), 1e-9))`` with ``m = Cast(Expand(Unsqueeze(attention_mask, -1), Shape(h)))``;
+with ``normalize=True`` then its ``Normalize`` module (``F.normalize``: ``Div(x, Expand(Clip(
+Sqrt(ReduceSum(Pow(x, 2), 1, keepdims)), 1e-12), Shape(x)))``).
 """
 
 from __future__ import annotations
@@ -196,19 +202,50 @@ def _embeddings(g: GraphBuilder, cfg: BertConfig, weights: Mapping[str, np.ndarr
                        cfg.layer_norm_eps)
 
 
+def _mean_pooling(g: GraphBuilder, hidden: str, attention_mask: str, normalize: bool) -> str:
+    """sentence-transformers ``Pooling(mean)`` (+ ``Normalize``); returns ``sentence_embedding``."""
+    sc = "/pooling"
+    m = g.op(sc, "Unsqueeze", [attention_mask, g.const(sc, [-1], np.int64)])
+    m = g.op(sc, "Cast", [g.op(sc, "Expand", [m, g.op(sc, "Shape", [hidden])])],
+             to=onnx.TensorProto.FLOAT)
+    one = g.const(sc, [1], np.int64)
+    total = g.op(sc, "ReduceSum", [g.op(sc, "Mul", [hidden, m]), one], keepdims=0)
+    count = g.op(sc, "ReduceSum", [m, one], keepdims=0)
+    count = g.op(sc, "Clip", [count, g.const(sc, 1e-9, np.float32)])
+    out = "sentence_embedding"
+    pooled = g.op(sc, "Div", [total, count], outputs=None if normalize else [out])
+    if not normalize:
+        return pooled
+    sc = "/normalize"
+    sq = g.op(sc, "ReduceSum", [g.op(sc, "Pow", [pooled, g.const(sc, 2.0, np.float32)]),
+                                g.const(sc, [1], np.int64)], keepdims=1)
+    norm = g.op(sc, "Clip", [g.op(sc, "Sqrt", [sq]), g.const(sc, 1e-12, np.float32)])
+    norm = g.op(sc, "Expand", [norm, g.op(sc, "Shape", [pooled])])
+    return g.op(sc, "Div", [pooled, norm], outputs=[out])
+
+
 def build_model(cfg: BertConfig, weights: Mapping[str, np.ndarray],
-                with_token_type_ids: bool = True) -> onnx.ModelProto:
+                with_token_type_ids: bool = True, pooling: str | None = None,
+                normalize: bool = False) -> onnx.ModelProto:
     """Build the ONNX encoder for ``cfg`` from HF-named fp32 ``weights`` (see module doc).
 
     Without ``with_token_type_ids`` the model has no ``token_type_ids`` input and uses type 0.
+    ``pooling="mean"`` adds the ``sentence_embedding`` output (masked mean of the last hidden
+    state), L2-normalized when ``normalize``.
     """
     check_weights(cfg, weights)
+    if pooling not in (None, "mean"):
+        raise ValueError(f"pooling must be None or 'mean', got {pooling!r}")
+    if normalize and pooling is None:
+        raise ValueError("normalize needs pooling='mean'")
     g = GraphBuilder()
     input_ids = g.add_input("input_ids", np.int64, ["batch", "seq"])
     attention_mask = g.add_input("attention_mask", np.int64, ["batch", "seq"])
     token_type_ids = (g.add_input("token_type_ids", np.int64, ["batch", "seq"])
                       if with_token_type_ids else None)
     g.add_output("last_hidden_state", np.float32, ["batch", "seq", cfg.hidden_size])
+    if pooling:
+        g.add_output("sentence_embedding", np.float32, ["batch", cfg.hidden_size])
 
     h = _embeddings(g, cfg, weights, input_ids, token_type_ids)
     # get_extended_attention_mask: (1 - mask[:, None, None, :]) * finfo.min
@@ -235,5 +272,7 @@ def build_model(cfg: BertConfig, weights: Mapping[str, np.ndarray],
                         wp + "output.LayerNorm", weights, eps,
                         output="last_hidden_state" if last else None)
 
+    if pooling == "mean":
+        _mean_pooling(g, h, attention_mask, normalize)
     return g.make_model("main_graph", metadata={"model_type": "bert", "config": cfg.to_json()},
                         doc="BERT encoder in torch-export decomposed form (llmopt tools/models)")

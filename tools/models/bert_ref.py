@@ -80,3 +80,18 @@ def forward(
         h = _layer_norm(linear(inter, p + "output.dense") + h, W[p + "output.LayerNorm.weight"],
                         W[p + "output.LayerNorm.bias"], cfg.layer_norm_eps)
     return h
+
+
+def mean_pooling(hidden: np.ndarray, attention_mask: np.ndarray | None = None,
+                 normalize: bool = False) -> np.ndarray:
+    """sentence-transformers ``Pooling(mean)`` of ``hidden`` ``[batch, seq, h]`` over the
+    unmasked tokens (``sum(h * m) / max(sum(m), 1e-9)``), then ``F.normalize`` (L2, eps 1e-12)
+    when ``normalize``."""
+    b, s, _ = hidden.shape
+    mask = np.ones((b, s)) if attention_mask is None else np.asarray(attention_mask)
+    m = mask.astype(hidden.dtype)[:, :, None]
+    pooled = (hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), hidden.dtype.type(1e-9))
+    if normalize:
+        norm = np.sqrt((pooled * pooled).sum(axis=1, keepdims=True))
+        pooled = pooled / np.maximum(norm, hidden.dtype.type(1e-12))
+    return pooled
