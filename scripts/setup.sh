@@ -10,7 +10,7 @@ build="${1:-$root/build}"; shift || true
 apt_pkgs=(g++ cmake make pkg-config python3 python3-venv python3-pip
           libonnx-dev libonnx-testdata libprotobuf-dev protobuf-compiler libeigen3-dev
           libboost-graph-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev
-          bible-kjv wamerican wfrench wngerman wspanish)
+          bible-kjv bible-kjv-text wamerican wfrench wngerman wspanish)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
