@@ -43,6 +43,12 @@ private:
 struct PassContext {
   std::string calibPath;     ///< --calib
   std::string tokenizerPath; ///< --tokenizer
+  int64_t calibSamples = 32;  ///< --calib-samples: windows of calibration data
+  int64_t calibSeqLen = 512;  ///< --calib-seqlen: tokens per window
+  /// --calib-memory (MiB): the most memory Hessians (K x K doubles per activation) may
+  /// take at once; larger sets are collected in groups, one pass over the data each.
+  int64_t calibMemoryMiB = 4096;
+  int threads = 0; ///< interpreter threads for calibration runs (0 = all cores)
   std::string target = "ort";
   /// Lines a pass wants in the --report output ("dce: removed 3 nodes").
   std::vector<std::string> reportLines;

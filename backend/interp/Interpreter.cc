@@ -155,6 +155,8 @@ Expected<std::vector<Tensor>> run(const Graph &g, const std::vector<Tensor> &inp
     if (i < inputs.size()) {
       LLMOPT_RETURN_IF_ERROR(checkInput(*v, i, inputs[i]));
       env[v] = inputs[i];
+      if (opts.onValue)
+        LLMOPT_RETURN_IF_ERROR(opts.onValue(*v, inputs[i]));
     } else if (!v->isConstant()) {
       return errorf("graph input '{}' (#{}) has no value: pass it (only inputs with an "
                     "initializer may be left out)", v->name(), i);
@@ -200,8 +202,11 @@ Expected<std::vector<Tensor>> run(const Graph &g, const std::vector<Tensor> &inp
           return nodeError(n, "produced no value for output #{} '{}'", o, v->name());
         continue;
       }
-      if (needed)
-        env[v] = std::move(res[o]);
+      if (!needed)
+        continue;
+      Tensor &t = env[v] = std::move(res[o]);
+      if (opts.onValue)
+        LLMOPT_RETURN_IF_ERROR(opts.onValue(*v, t));
     }
     for (const Value *v : n.inputs())
       if (v && lastUse[v] == idx && !outputs.count(v))

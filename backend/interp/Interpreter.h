@@ -1,6 +1,7 @@
 // The reference interpreter: evaluates IR nodes and whole graphs on concrete tensors.
 #pragma once
 
+#include <functional>
 #include <vector>
 
 #include "ir/Graph.h"
@@ -20,6 +21,10 @@ bool canEvaluate(const Node &n);
 
 struct RunOptions {
   int threads = 0; ///< Worker threads for large kernels; 0 = all hardware threads.
+  /// Called with every graph input and every node output that is used or is a graph
+  /// output, as soon as it is computed (before later nodes run); an error stops the run.
+  /// Calibration reads activations through it.
+  std::function<Status(const Value &, const Tensor &)> onValue;
 };
 
 /// Runs a graph: `inputs` bind graph inputs in order (an input left out takes its

@@ -187,18 +187,24 @@ quantizeMatMulWeights(Graph &g,
     auto q = quantizeTensor(t, enc, method, integerZeroPoints);
     if (!q)
       return q.status().withContext("weight '" + w.weight->name() + "'");
-    st.weights += 1;
-    st.params += t.numel();
-    st.bytesBefore += storedBytes(t);
-    st.bytesAfter += storedBytes(*q);
-    // Drop the f32 original now (and its mapped pages), so peak memory follows one layer.
-    const std::shared_ptr<Tensor> original = w.weight->constant();
-    replaceWithQuantized(g, w.weight, q.take(), enc);
-    g.removeUnusedConstants();
-    if (original->isMapped() && original.use_count() == 1)
-      original->mapping()->release(original->mappingOffset(), original->nbytes());
+    installQuantized(g, w, q.take(), enc, st);
   }
   return st;
+}
+
+void installQuantized(Graph &g, const MatMulWeight &w, Tensor q, const QuantEncoding &enc,
+                      WeightQuantStats &st) {
+  const Tensor &t = *w.weight->constant();
+  st.weights += 1;
+  st.params += t.numel();
+  st.bytesBefore += storedBytes(t);
+  st.bytesAfter += storedBytes(q);
+  // Drop the f32 original now (and its mapped pages), so peak memory follows one layer.
+  const std::shared_ptr<Tensor> original = w.weight->constant();
+  replaceWithQuantized(g, w.weight, std::move(q), enc);
+  g.removeUnusedConstants();
+  if (original->isMapped() && original.use_count() == 1)
+    original->mapping()->release(original->mappingOffset(), original->nbytes());
 }
 
 Expected<bool> ensureOnnxOpset(Model &m, AnalysisManager &am, int64_t need) {

@@ -68,6 +68,10 @@ struct WeightQuantStats {
   /// "28 weights, 1179648 -> 184320 bytes (4.50 bits per weight); skipped: none".
   std::string summary() const;
 };
+/// Replaces `w` by its quantized form `q` (encoding `enc`), adds it to `st` and frees the
+/// f32 original.
+void installQuantized(Graph &g, const MatMulWeight &w, Tensor q, const QuantEncoding &enc,
+                      WeightQuantStats &st);
 /// Quantizes every weight findMatMulWeights returns (after gemmsToMatMuls) with the
 /// encoding `encodingFor(K, N)` picks.
 Expected<WeightQuantStats>

@@ -10,7 +10,10 @@ struct QuantInt4Options {
   int bits = 4;               ///< 2, 3 (both in 4-bit containers), 4 or 8
   int64_t block = 32;         ///< elements per scale along K: a power of 2 in [16, 256]
   bool symmetric = true;      ///< default: sym for rtn, asym for hqq
-  std::string method = "rtn"; ///< rtn | hqq (gptq | awq need --calib)
+  std::string method = "rtn"; ///< rtn | hqq | gptq | awq (gptq and awq need --calib)
+  double damp = 0.01;         ///< gptq: fraction of mean(diag H) added to H's diagonal
+  bool actOrder = false;      ///< gptq: rows by decreasing H_kk, static groups
+  int64_t awqGrid = 20;       ///< awq: grid points for the scale exponent in [0, 1)
 };
 Expected<QuantInt4Options> parseQuantInt4Options(const PassOptionList &opts);
 

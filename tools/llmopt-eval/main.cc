@@ -27,7 +27,7 @@ namespace {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
-const char *kUsage = "usage: llmopt-eval MODEL --ppl TEXT --tokenizer T [--context N] [--stride "
+const char *kUsage = "usage: llmopt-eval MODEL [MODEL...] --ppl TEXT --tokenizer T [--context N] [--stride "
                      "N]\n"
                      "                   [--max-tokens N] [--bos] [--reference ORIG] [--json] "
                      "[--threads N]\n"
@@ -36,6 +36,8 @@ const char *kUsage = "usage: llmopt-eval MODEL --ppl TEXT --tokenizer T [--conte
                      "                   [--json] [--threads N]\n\n"
                      "Evaluates MODEL (.onnx, .llir, .onnxtxt) on llmopt's reference "
                      "interpreter.\n"
+                     "With --ppl, further MODELs are scored on the same windows in lockstep (the\n"
+                     "reference runs once per window); --json lists them under \"more\".\n"
                      "  --ppl TEXT       perplexity of a decoder (input input_ids, output "
                      "logits) on TEXT,\n"
                      "                   tokenized whole without special tokens\n"
@@ -69,6 +71,7 @@ const char *kUsage = "usage: llmopt-eval MODEL --ppl TEXT --tokenizer T [--conte
 
 struct Options {
   std::string model, reference, tokenizer, pplText, embedText;
+  std::vector<std::string> more; ///< further models scored in lockstep (--ppl)
   int64_t context = 512, stride = 0, maxTokens = 0, maxLines = 0;
   bool bos = false, json = false;
   int threads = 0;
@@ -99,9 +102,7 @@ Expected<Options> parse(int argc, char **argv) {
       return integer(a, v, min);
     };
     if (a.rfind("--", 0) != 0) {
-      if (!o.model.empty())
-        return errorf("unexpected argument '{}'", a);
-      o.model = a;
+      (o.model.empty() ? o.model : o.more.emplace_back()) = a;
     } else if (a == "--ppl") {
       LLMOPT_ASSIGN_OR_RETURN(o.pplText, value());
     } else if (a == "--embed") {
@@ -138,6 +139,8 @@ Expected<Options> parse(int argc, char **argv) {
     return errorf("give exactly one of --ppl TEXT or --embed TEXT");
   if (o.tokenizer.empty())
     return errorf("--tokenizer tokenizer.json is required");
+  if (!o.more.empty() && o.pplText.empty())
+    return errorf("several models are scored together with --ppl only; --embed takes one");
   if (o.stride == 0)
     o.stride = o.context;
   if (o.stride > o.context)
@@ -145,6 +148,9 @@ Expected<Options> parse(int argc, char **argv) {
   for (const std::string *f : {&o.model, &o.reference, &o.tokenizer, &o.pplText, &o.embedText})
     if (!f->empty() && !fs::is_regular_file(*f))
       return errorf("{}: no such file", *f);
+  for (const std::string &f : o.more)
+    if (!fs::is_regular_file(f))
+      return errorf("{}: no such file", f);
   return o;
 }
 
@@ -319,8 +325,13 @@ Expected<nlohmann::json> runPpl(const Options &o, const tok::Tokenizer &tk, int 
       eval::planWindows(static_cast<int64_t>(ids.size()), o.context, o.stride);
   if (windows.empty())
     return errorf("{}: {} tokens, too few to score", o.pplText, ids.size());
-  LLMOPT_ASSIGN_OR_RETURN(auto loaded, loadDecoder(o.model));
-  auto &[model, mi] = loaded;
+  std::vector<std::string> paths{o.model};
+  paths.insert(paths.end(), o.more.begin(), o.more.end());
+  std::vector<std::pair<Evaluated, int64_t>> models;
+  for (const std::string &p : paths) {
+    LLMOPT_ASSIGN_OR_RETURN(auto loaded, loadDecoder(p));
+    models.push_back(std::move(loaded));
+  }
   std::optional<std::pair<Evaluated, int64_t>> refLoaded;
   if (!o.reference.empty()) {
     LLMOPT_ASSIGN_OR_RETURN(refLoaded, loadDecoder(o.reference));
@@ -328,35 +339,50 @@ Expected<nlohmann::json> runPpl(const Options &o, const tok::Tokenizer &tk, int 
   const Evaluated *ref = refLoaded ? &refLoaded->first : nullptr;
   int64_t ri = refLoaded ? refLoaded->second : -1;
 
-  eval::LogitStats stats;
+  std::vector<eval::LogitStats> stats(models.size());
   Progress bar("ppl", static_cast<int64_t>(windows.size()));
   int64_t tokensRun = 0;
   for (size_t wi = 0; wi < windows.size(); ++wi) {
     const eval::Window &w = windows[wi];
     std::span<const int64_t> win(ids.data() + w.begin, w.length);
-    LLMOPT_ASSIGN_OR_RETURN(Tensor logits, forward(model, win, mi, threads));
-    const auto &shape = logits.shape();
-    if (shape.size() != 3 || shape[0] != 1 || shape[1] != w.length)
-      return errorf("{}: logits have shape {}, expected [1, {}, vocab]", o.model,
-                    toString(logits.type()), w.length);
-    int64_t vocab = shape[2];
-    if (int64_t top = *std::max_element(win.begin(), win.end()); top >= vocab)
-      return errorf("{}: token id {} is outside the model's vocabulary of {}", o.tokenizer, top,
-                    vocab);
     Tensor refLogits;
     if (ref) {
       LLMOPT_ASSIGN_OR_RETURN(refLogits, forward(*ref, win, ri, threads));
-      if (refLogits.shape() != shape)
-        return errorf("{}: logits have shape {}, but {} gives {}", o.reference,
-                      toString(refLogits.type()), o.model, toString(logits.type()));
     }
-    stats.merge(eval::scoreWindow(logits.view<float>(),
-                                  ref ? refLogits.view<float>() : std::span<const float>(), win,
-                                  vocab, w, threads));
+    for (size_t mi = 0; mi < models.size(); ++mi) {
+      const auto &[model, oi] = models[mi];
+      LLMOPT_ASSIGN_OR_RETURN(Tensor logits, forward(model, win, oi, threads));
+      const auto &shape = logits.shape();
+      if (shape.size() != 3 || shape[0] != 1 || shape[1] != w.length)
+        return errorf("{}: logits have shape {}, expected [1, {}, vocab]", paths[mi],
+                      toString(logits.type()), w.length);
+      int64_t vocab = shape[2];
+      if (int64_t top = *std::max_element(win.begin(), win.end()); top >= vocab)
+        return errorf("{}: token id {} is outside the model's vocabulary of {}", o.tokenizer, top,
+                      vocab);
+      if (ref && refLogits.shape() != shape)
+        return errorf("{}: logits have shape {}, but {} gives {}", o.reference,
+                      toString(refLogits.type()), paths[mi], toString(logits.type()));
+      stats[mi].merge(eval::scoreWindow(logits.view<float>(),
+                                        ref ? refLogits.view<float>() : std::span<const float>(),
+                                        win, vocab, w, threads));
+    }
     tokensRun += w.length;
     bar.update(static_cast<int64_t>(wi + 1), tokensRun);
   }
 
+  auto figures = [&](nlohmann::json &j, const eval::LogitStats &st) {
+    j["tokens_scored"] = st.count;
+    j["nll_mean"] = st.nll / st.count;
+    j["ppl"] = st.perplexity();
+    if (ref) {
+      j["ref_nll_mean"] = st.refNll / st.count;
+      j["ref_ppl"] = st.refPerplexity();
+      j["kl_mean"] = st.kl / st.count;
+      j["top1"] = static_cast<double>(st.top1Agree) / st.count;
+      j["max_abs_logit_diff"] = st.maxAbsDiff;
+    }
+  };
   nlohmann::json j = settings(o, "ppl");
   j["context"] = o.context;
   j["stride"] = o.stride;
@@ -364,18 +390,18 @@ Expected<nlohmann::json> runPpl(const Options &o, const tok::Tokenizer &tk, int 
   j["bos"] = o.bos;
   j["text_tokens"] = textTokens;
   j["windows"] = windows.size();
-  j["tokens_scored"] = stats.count;
-  j["nll_mean"] = stats.nll / stats.count;
-  j["ppl"] = stats.perplexity();
-  if (ref) {
-    j["ref_nll_mean"] = stats.refNll / stats.count;
-    j["ref_ppl"] = stats.refPerplexity();
-    j["kl_mean"] = stats.kl / stats.count;
-    j["top1"] = static_cast<double>(stats.top1Agree) / stats.count;
-    j["max_abs_logit_diff"] = stats.maxAbsDiff;
+  figures(j, stats[0]);
+  if (models.size() > 1) {
+    j["more"] = nlohmann::json::array();
+    for (size_t mi = 1; mi < models.size(); ++mi) {
+      nlohmann::json m;
+      m["model"] = paths[mi];
+      figures(m, stats[mi]);
+      j["more"].push_back(std::move(m));
+    }
   }
   j["seconds"] = bar.seconds();
-  j["tokens_per_second"] = tokensRun / std::max(bar.seconds(), 1e-9);
+  j["tokens_per_second"] = tokensRun * static_cast<double>(models.size()) / std::max(bar.seconds(), 1e-9);
   return j;
 }
 
@@ -459,29 +485,36 @@ Expected<nlohmann::json> runEmbed(const Options &o, const tok::Tokenizer &tk, in
 
 /// The human-readable summary of a result.
 void printText(const nlohmann::json &j) {
-  auto num = [&](const char *k, const char *label, const char *spec = "{:.6g}") {
-    if (j.contains(k) && !j[k].is_null())
+  auto num = [](const nlohmann::json &o, const char *k, const char *label,
+                const char *spec = "{:.6g}") {
+    if (o.contains(k) && !o[k].is_null())
       std::cout << fmt::format("{:<22}", label)
-                << fmt::format(fmt::runtime(spec), j[k].get<double>()) << "\n";
+                << fmt::format(fmt::runtime(spec), o[k].get<double>()) << "\n";
   };
   if (j["mode"] == "ppl") {
-    std::cout << fmt::format("{}: {} tokens scored in {} windows (context {}, stride {})\n",
-                             j["model"].get<std::string>(), j["tokens_scored"].get<int64_t>(),
-                             j["windows"].get<int64_t>(), j["context"].get<int64_t>(),
-                             j["stride"].get<int64_t>());
-    num("ppl", "perplexity:", "{:.6f}");
-    num("ref_ppl", "reference perplexity:", "{:.6f}");
-    num("kl_mean", "mean KL(ref||model):");
-    num("top1", "top-1 agreement:", "{:.6f}");
-    num("max_abs_logit_diff", "max |logit diff|:");
+    std::vector<nlohmann::json> all{j};
+    if (j.contains("more"))
+      for (const auto &m : j["more"])
+        all.push_back(m);
+    for (const nlohmann::json &m : all) {
+      std::cout << fmt::format("{}: {} tokens scored in {} windows (context {}, stride {})\n",
+                               m["model"].get<std::string>(), m["tokens_scored"].get<int64_t>(),
+                               j["windows"].get<int64_t>(), j["context"].get<int64_t>(),
+                               j["stride"].get<int64_t>());
+      num(m, "ppl", "perplexity:", "{:.6f}");
+      num(m, "ref_ppl", "reference perplexity:", "{:.6f}");
+      num(m, "kl_mean", "mean KL(ref||model):");
+      num(m, "top1", "top-1 agreement:", "{:.6f}");
+      num(m, "max_abs_logit_diff", "max |logit diff|:");
+    }
   } else {
     std::cout << fmt::format("{}: {} lines, embedding dim {}\n", j["model"].get<std::string>(),
                              j["lines"].get<int64_t>(), j["dim"].get<int64_t>());
-    num("cos_mean", "mean cosine:", "{:.8f}");
-    num("cos_min", "min cosine:", "{:.8f}");
-    num("nn_agree", "NN agreement:", "{:.6f}");
+    num(j, "cos_mean", "mean cosine:", "{:.8f}");
+    num(j, "cos_min", "min cosine:", "{:.8f}");
+    num(j, "nn_agree", "NN agreement:", "{:.6f}");
   }
-  num("seconds", "seconds:", "{:.2f}");
+  num(j, "seconds", "seconds:", "{:.2f}");
 }
 
 int run(const Options &o) {

@@ -29,6 +29,21 @@ Status setReport(Options &o, const std::string &v) {
   return Status::ok();
 }
 
+template <typename T>
+Status setCount(T &dst, const char *flag, const std::string &v, int64_t lo, int64_t hi) {
+  size_t used = 0;
+  long long n = 0;
+  try {
+    n = std::stoll(v, &used);
+  } catch (...) {
+    used = 0;
+  }
+  if (v.empty() || used != v.size() || n < lo || n > hi)
+    return errorf("--{}={}: expected an integer in [{}, {}]", flag, v, lo, hi);
+  dst = static_cast<T>(n);
+  return Status::ok();
+}
+
 const std::vector<Flag> &flags() {
   static const std::vector<Flag> table = {
       {"passes", "PIPELINE", "pass pipeline, e.g. 'dce,cse,fixpoint(const-fold,canonicalize)'",
@@ -59,6 +74,14 @@ const std::vector<Flag> &flags() {
        [](Options &o, const std::string &v) { o.calib = v; return Status::ok(); }},
       {"tokenizer", "FILE", "tokenizer.json for text calibration data",
        [](Options &o, const std::string &v) { o.tokenizer = v; return Status::ok(); }},
+      {"calib-samples", "N", "calibration windows (default 32)",
+       [](Options &o, const std::string &v) { return setCount(o.calibSamples, "calib-samples", v, 1, 1 << 20); }},
+      {"calib-seqlen", "N", "tokens per calibration window (default 512)",
+       [](Options &o, const std::string &v) { return setCount(o.calibSeqLen, "calib-seqlen", v, 1, 1 << 20); }},
+      {"calib-memory", "MiB", "memory for calibration Hessians at once (default 4096)",
+       [](Options &o, const std::string &v) { return setCount(o.calibMemoryMiB, "calib-memory", v, 1, 1 << 30); }},
+      {"threads", "N", "threads for calibration and data-driven passes (default: all cores)",
+       [](Options &o, const std::string &v) { return setCount(o.threads, "threads", v, 0, 4096); }},
       {"target", "ort|onnx", "what the ONNX writer targets (default ort)", setTarget},
       {"help", nullptr, "print this help",
        [](Options &o, const std::string &) { o.help = true; return Status::ok(); }},

@@ -21,6 +21,8 @@ struct Options {
   std::vector<std::string> plugins;
   bool externalData = false;
   std::string calib, tokenizer;
+  int64_t calibSamples = 32, calibSeqLen = 512, calibMemoryMiB = 4096;
+  int threads = 0;
   std::string target = "ort";
 };
 

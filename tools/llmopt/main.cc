@@ -98,6 +98,10 @@ int run(const cli::Options &o) {
   PassContext ctx;
   ctx.calibPath = o.calib;
   ctx.tokenizerPath = o.tokenizer;
+  ctx.calibSamples = o.calibSamples;
+  ctx.calibSeqLen = o.calibSeqLen;
+  ctx.calibMemoryMiB = o.calibMemoryMiB;
+  ctx.threads = o.threads;
   ctx.target = o.target;
   AnalysisManager am(ctx);
   const ModelStats before = collectStats(*model);

@@ -1,0 +1,159 @@
+// GPTQ: see Gptq.h for the algorithm and how it follows the reference.
+#include "passes/quant/Gptq.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include <Eigen/Cholesky>
+#include <Eigen/Core>
+
+#include "backend/interp/Linalg.h"
+
+namespace llmopt::quantpass {
+namespace {
+
+using MatD = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+/// The upper Cholesky factor of (H + damp I)^-1, raising damp tenfold (up to 4 times)
+/// while H + damp I is not positive definite.
+Expected<MatD> inverseCholesky(MatD h, double &damp) {
+  const double meanDiag = h.diagonal().mean();
+  for (int attempt = 0; attempt < 5; ++attempt, damp *= 10) {
+    MatD hd = h;
+    hd.diagonal().array() += damp * meanDiag;
+    Eigen::LLT<MatD> llt(hd);
+    if (llt.info() != Eigen::Success)
+      continue;
+    MatD inv = llt.solve(MatD::Identity(h.rows(), h.cols()));
+    Eigen::LLT<MatD> llt2(inv);
+    if (llt2.info() != Eigen::Success)
+      continue;
+    return MatD(llt2.matrixU());
+  }
+  return errorf("GPTQ: the Hessian is not positive definite even with damping {} (too little "
+                "calibration data for this layer? raise --calib-samples)",
+                damp / 10);
+}
+
+} // namespace
+
+double hessianError(const float *a, const float *b, int64_t K, int64_t N,
+                    const std::vector<double> &h) {
+  std::vector<float> d(static_cast<size_t>(K * N)), hd(static_cast<size_t>(K * N));
+  for (int64_t i = 0; i < K * N; ++i)
+    d[static_cast<size_t>(i)] = a[i] - b[i];
+  std::vector<float> hf(h.begin(), h.end());
+  interp::gemm(hf.data(), K, d.data(), N, hd.data(), N, K, K, N);
+  double s = 0;
+  for (int64_t i = 0; i < K * N; ++i)
+    s += static_cast<double>(hd[static_cast<size_t>(i)]) * d[static_cast<size_t>(i)];
+  return s;
+}
+
+Expected<GptqResult> gptqQuantize(const Tensor &w, const std::vector<double> &h,
+                                  const QuantEncoding &enc, const GptqOptions &o) {
+  if (w.dtype() != DType::F32 || w.rank() != 2)
+    return errorf("GPTQ quantizes 2-D f32 weights, got {}", toString(w.type()));
+  const int64_t K = w.shape()[0], N = w.shape()[1];
+  if (static_cast<int64_t>(h.size()) != K * K)
+    return internalErrorf("GPTQ: Hessian has {} entries for K = {}", h.size(), K);
+  if (enc.axis != 0 || enc.blockSize <= 0)
+    return internalErrorf("GPTQ needs blocks along axis 0");
+  const int64_t bs = enc.blockSize, nb = (K + bs - 1) / bs;
+  const quant::IntRange range = quant::storedRange(enc.bits, enc.symmetric);
+  const float *w0 = reinterpret_cast<const float *>(w.data());
+
+  MatD hm = Eigen::Map<const MatD>(h.data(), K, K);
+  std::vector<float> W(w0, w0 + K * N);
+  for (int64_t k = 0; k < K; ++k)
+    if (hm(k, k) == 0) {
+      hm(k, k) = 1;
+      std::fill(W.begin() + k * N, W.begin() + (k + 1) * N, 0.f);
+    }
+
+  // Row order: natural, or decreasing H_kk (act-order) with the block parameters fixed up
+  // front from the original weight.
+  std::vector<int64_t> perm(static_cast<size_t>(K));
+  std::iota(perm.begin(), perm.end(), 0);
+  std::vector<quant::BlockParams> params(static_cast<size_t>(nb * N));
+  auto fitBlock = [&](const float *rows, int64_t blk) {
+    const int64_t k0 = blk * bs, n = std::min(bs, K - k0);
+    for (int64_t j = 0; j < N; ++j)
+      params[static_cast<size_t>(blk * N + j)] =
+          quant::rtnParams(rows + k0 * N + j, n, N, enc.bits, enc.symmetric);
+  };
+  if (o.actOrder) {
+    for (int64_t b = 0; b < nb; ++b)
+      fitBlock(W.data(), b);
+    std::stable_sort(perm.begin(), perm.end(),
+                     [&](int64_t a, int64_t b) { return hm(a, a) > hm(b, b); });
+    MatD hp(K, K);
+    for (int64_t i = 0; i < K; ++i)
+      for (int64_t j = 0; j < K; ++j)
+        hp(i, j) = hm(perm[static_cast<size_t>(i)], perm[static_cast<size_t>(j)]);
+    hm = std::move(hp);
+    std::vector<float> wp(W.size());
+    for (int64_t i = 0; i < K; ++i)
+      std::copy_n(W.begin() + perm[static_cast<size_t>(i)] * N, N, wp.begin() + i * N);
+    W = std::move(wp);
+  }
+
+  GptqResult res;
+  double damp = o.damp;
+  LLMOPT_ASSIGN_OR_RETURN(MatD U, inverseCholesky(std::move(hm), damp));
+  res.dampUsed = damp;
+
+  // Processing order is row i (original row perm[i]); W is kept in processing order.
+  std::vector<float> err, uT;
+  for (int64_t i1 = 0; i1 < K; i1 += o.batch) {
+    const int64_t i2 = std::min(i1 + o.batch, K), count = i2 - i1;
+    err.assign(static_cast<size_t>(count * N), 0.f);
+    for (int64_t i = i1; i < i2; ++i) {
+      const int64_t orig = perm[static_cast<size_t>(i)], blk = orig / bs;
+      if (!o.actOrder && orig % bs == 0)
+        fitBlock(W.data(), blk); // natural order: processing row == original row
+      float *row = W.data() + i * N;
+      float *e = err.data() + (i - i1) * N;
+      const double d = U(i, i);
+      for (int64_t j = 0; j < N; ++j) {
+        const quant::BlockParams &p = params[static_cast<size_t>(blk * N + j)];
+        const float q = quant::dequantizeValue(quant::quantizeValue(row[j], p, range), p);
+        e[j] = static_cast<float>((row[j] - q) / d);
+        row[j] = q;
+      }
+      for (int64_t r = i + 1; r < i2; ++r) {
+        const float u = static_cast<float>(U(i, r));
+        float *dst = W.data() + r * N;
+        for (int64_t j = 0; j < N; ++j)
+          dst[j] -= e[j] * u;
+      }
+    }
+    if (i2 < K) {
+      // W[i2:, :] -= U[i1:i2, i2:]^T E: (K - i2) x count times count x N.
+      const int64_t rest = K - i2;
+      uT.assign(static_cast<size_t>(rest * count), 0.f);
+      for (int64_t r = 0; r < rest; ++r)
+        for (int64_t c = 0; c < count; ++c)
+          uT[static_cast<size_t>(r * count + c)] = static_cast<float>(-U(i1 + c, i2 + r));
+      interp::gemm(uT.data(), count, err.data(), N, W.data() + i2 * N, N, rest, count, N,
+                   /*accumulate=*/true);
+    }
+  }
+
+  // Back to natural row order; W now holds values on the quantization grid.
+  std::vector<float> q(W.size());
+  for (int64_t i = 0; i < K; ++i)
+    std::copy_n(W.begin() + i * N, N, q.begin() + perm[static_cast<size_t>(i)] * N);
+  Tensor qf = Tensor::fromVector(DType::F32, {K, N}, q);
+  LLMOPT_ASSIGN_OR_RETURN(res.quantized, quant::quantizeWithParams(qf, enc, params));
+
+  LLMOPT_ASSIGN_OR_RETURN(Tensor rtn, quant::quantizeRtn(w, enc));
+  LLMOPT_ASSIGN_OR_RETURN(Tensor rtnF, quant::dequantize(rtn, enc));
+  LLMOPT_ASSIGN_OR_RETURN(Tensor gptqF, quant::dequantize(res.quantized, enc));
+  res.outputError = hessianError(w0, reinterpret_cast<const float *>(gptqF.data()), K, N, h);
+  res.rtnOutputError = hessianError(w0, reinterpret_cast<const float *>(rtnF.data()), K, N, h);
+  return res;
+}
+
+} // namespace llmopt::quantpass

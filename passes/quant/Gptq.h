@@ -1,0 +1,56 @@
+// GPTQ (Frantar et al., 2022, "GPTQ: Accurate Post-Training Quantization for Generative
+// Pre-trained Transformers"), after the reference implementation (IST-DASLab/gptq,
+// gptq.py: fasterquant). For a weight W [K, N] (our MatMul layout: row k = input channel
+// k, the reference's column k) and the calibration Hessian H = X^T X:
+//
+//   dead channels (H_kk = 0): H_kk = 1, W[k, :] = 0
+//   H += damp * mean(diag H) * I
+//   U = chol(H^-1) (upper)                       the inverse Hessian's Cholesky factor
+//   for each batch of `batch` rows [i1, i2):      lazy batch updates
+//     for k in [i1, i2):
+//       at the first row of a quantization block: the block's parameters (rtnParams per
+//         output column) from the current, already updated rows of that block
+//       q = quantize-dequantize(W[k, :]);  e = (W[k, :] - q) / U_kk;  W[k, :] = q
+//       W[j, :] -= e * U_kj          for j in (k, i2)
+//     W[i2:, :] -= U[i1:i2, i2:]^T E  (one GEMM for the batch)
+//
+// Differences from the reference, both small: block parameters come from the current rows
+// (the reference reads the pre-batch copy when a block starts inside a batch), and when the
+// Cholesky factorization fails the damping is raised tenfold and retried (up to 4 times)
+// instead of failing. act-order (`actOrder`) processes rows by decreasing H_kk with *static*
+// groups: every block's parameters are fixed from the original weight first, so blocks stay
+// contiguous rows and the result exports as ordinary blocked int4 with no permutation.
+#pragma once
+
+#include <vector>
+
+#include "ir/QuantFormats.h"
+#include "ir/Tensor.h"
+
+namespace llmopt::quantpass {
+
+struct GptqOptions {
+  double damp = 0.01;  ///< percdamp: fraction of mean(diag H) added to the diagonal
+  int64_t batch = 128; ///< rows per lazy batch update
+  bool actOrder = false;
+};
+
+/// What one GPTQ run measured, in the calibration output's units (sum over rows).
+struct GptqResult {
+  Tensor quantized;
+  double dampUsed = 0;
+  /// tr(dW^T H dW) for the GPTQ result and for round-to-nearest with the same encoding:
+  /// the squared output error over the calibration rows.
+  double outputError = 0, rtnOutputError = 0;
+};
+
+/// Quantizes f32 `w` [K, N] per `enc` (blocked along axis 0) with Hessian `h` (K x K).
+Expected<GptqResult> gptqQuantize(const Tensor &w, const std::vector<double> &h,
+                                  const QuantEncoding &enc, const GptqOptions &o);
+
+/// tr(dW^T H dW) for dW = a - b (both f32 [K, N]) and `h` K x K: the summed squared
+/// difference of X a and X b over the rows that built h.
+double hessianError(const float *a, const float *b, int64_t K, int64_t N,
+                    const std::vector<double> &h);
+
+} // namespace llmopt::quantpass
