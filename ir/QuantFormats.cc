@@ -217,7 +217,8 @@ bool fitsMatMulNBits(const std::vector<int64_t> &shape, const QuantEncoding &enc
          (bs & (bs - 1)) == 0 && containerBits(enc.storage) != 0;
 }
 
-Expected<NBitsWeight> toMatMulNBits(const Tensor &q, const QuantEncoding &enc, bool transposed) {
+Expected<NBitsWeight> toMatMulNBits(const Tensor &q, const QuantEncoding &enc, bool transposed,
+                                    bool packTwoBit) {
   LLMOPT_RETURN_IF_ERROR(validate(q, enc));
   if (!fitsMatMulNBits(q.shape(), enc, transposed))
     return errorf("a {} weight quantized along axis {} in blocks of {} has no MatMulNBits form "
@@ -227,7 +228,7 @@ Expected<NBitsWeight> toMatMulNBits(const Tensor &q, const QuantEncoding &enc, b
   NBitsLayout &l = w.layout;
   l.K = q.shape()[transposed ? 1 : 0];
   l.N = q.shape()[transposed ? 0 : 1];
-  l.bits = containerBits(enc.storage);
+  l.bits = packTwoBit && enc.bits == 2 ? 2 : containerBits(enc.storage);
   l.blockSize = enc.blockSize;
   const int64_t kb = l.kBlocks(), per = 8 / l.bits;
   // Element (k, n) of W in the IR tensor and its scale entry.

@@ -215,7 +215,10 @@ struct NBitsWeight {
 /// constant holds W^T [N, K], as a tied embedding read by an LM head does).
 bool fitsMatMulNBits(const std::vector<int64_t> &shape, const QuantEncoding &enc, bool transposed);
 /// The MatMulNBits inputs for the weight a quantized constant holds (see fitsMatMulNBits).
-Expected<NBitsWeight> toMatMulNBits(const Tensor &q, const QuantEncoding &enc, bool transposed);
+/// B uses the storage's container width (4 bits for 2- and 3-bit values), except that
+/// 2-bit values are packed 4 to a byte (MatMulNBits bits=2) when `packTwoBit`.
+Expected<NBitsWeight> toMatMulNBits(const Tensor &q, const QuantEncoding &enc, bool transposed,
+                                    bool packTwoBit = false);
 /// W [K, N] in f32 from MatMulNBits inputs (the reference decoder the tests use).
 std::vector<float> dequantizeNBits(const NBitsWeight &w);
 

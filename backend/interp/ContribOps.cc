@@ -1,5 +1,6 @@
-// ONNX Runtime contrib ops (com.microsoft) the writers and fusion passes emit:
-// GatherBlockQuantized and RotaryEmbedding, following ORT's CPU kernels.
+// ONNX Runtime contrib ops (com.microsoft) the writers and passes emit:
+// GatherBlockQuantized, DynamicQuantizeMatMul and RotaryEmbedding, following ORT's CPU kernels.
+#include <algorithm>
 #include <cmath>
 
 #include "backend/interp/Kernel.h"
@@ -99,6 +100,78 @@ Expected<TensorList> kGatherBlockQuantized(const Node &n, const InputList &in) {
   return TensorList{y};
 }
 
+/// DynamicQuantizeMatMul(A f32 [..., K], B i8/u8 [K, N], b_scale [] or [N], b_zero_point
+/// (B's type, [] or [N]), bias [N]), as ORT's CPU kernel computes it: A is quantized to
+/// uint8 over the whole tensor (GetQuantizationParameter: the range widened to hold 0,
+/// scale = (max - min) / 255, or 1 when max == min; zero point = round-half-even of
+/// -min / scale clamped to [0, 255]; q = clamp(rne(a / scale) + zp) as MlasQuantizeLinear),
+/// the dots of (q - zp)(b - b_zp) are exact in int32, and y = float(dot) * (a_scale *
+/// b_scale[n]) + bias[n] (MLAS's scale-bias output processor).
+Expected<TensorList> kDynamicQuantizeMatMul(const Node &n, const InputList &in) {
+  const Tensor &A = *in[0], &B = *in[1], &bScale = *in[2];
+  const Tensor *bZp = optInput(in, 3), *bias = optInput(in, 4);
+  if (A.dtype() != DType::F32 || A.rank() < 1)
+    return nodeError(n, "A must be f32 of rank >= 1, got {} {}", dtypeStr(A.dtype()), shapeStr(A.shape()));
+  if ((B.dtype() != DType::I8 && B.dtype() != DType::U8) || B.rank() != 2)
+    return nodeError(n, "B must be a 2-D int8 or uint8 tensor, got {} {}", dtypeStr(B.dtype()),
+                     shapeStr(B.shape()));
+  const int64_t K = B.shape()[0], N = B.shape()[1];
+  if (A.shape().back() != K)
+    return nodeError(n, "A {} does not match B {}", shapeStr(A.shape()), shapeStr(B.shape()));
+  auto perColumn = [&](const Tensor &t, DType want, const char *what) -> Status {
+    if (t.dtype() != want || (t.numel() != 1 && (t.rank() != 1 || t.numel() != N)))
+      return nodeError(n, "{} must be {} of one element or [{}], got {} {}", what, dtypeStr(want), N,
+                       dtypeStr(t.dtype()), shapeStr(t.shape()));
+    return Status::ok();
+  };
+  LLMOPT_RETURN_IF_ERROR(perColumn(bScale, DType::F32, "b_scale"));
+  if (bZp)
+    LLMOPT_RETURN_IF_ERROR(perColumn(*bZp, B.dtype(), "b_zero_point"));
+  if (bias && (bias->dtype() != DType::F32 || bias->numel() != N))
+    return nodeError(n, "bias must be f32 [{}], got {} {}", N, dtypeStr(bias->dtype()), shapeStr(bias->shape()));
+
+  const float *a = dataOf<float>(A);
+  const int64_t total = A.numel(), M = total / K;
+  float lo = 0.f, hi = 0.f;
+  for (int64_t i = 0; i < total; ++i) {
+    lo = std::min(lo, a[i]);
+    hi = std::max(hi, a[i]);
+  }
+  const float aScale = hi == lo ? 1.f : (hi - lo) / 255.f;
+  const float aZp = std::nearbyint(std::clamp(0.f - lo / aScale, 0.f, 255.f));
+  std::vector<int32_t> qa(static_cast<size_t>(total));
+  for (int64_t i = 0; i < total; ++i)
+    qa[static_cast<size_t>(i)] =
+        static_cast<int32_t>(std::clamp(std::nearbyint(a[i] / aScale) + aZp, 0.f, 255.f)) -
+        static_cast<int32_t>(aZp);
+  // B - zero point, transposed to [N, K] so that each dot reads contiguous memory.
+  std::vector<int32_t> wt(static_cast<size_t>(N * K));
+  std::vector<float> mult(static_cast<size_t>(N));
+  const float *bs = dataOf<float>(bScale);
+  for (int64_t j = 0; j < N; ++j) {
+    const int32_t zp = bZp ? static_cast<int32_t>(bZp->getInt(bZp->numel() == 1 ? 0 : j)) : 0;
+    for (int64_t k = 0; k < K; ++k)
+      wt[static_cast<size_t>(j * K + k)] = static_cast<int32_t>(B.getInt(k * N + j)) - zp;
+    mult[static_cast<size_t>(j)] = aScale * bs[bScale.numel() == 1 ? 0 : j];
+  }
+  Shape outShape = A.shape();
+  outShape.back() = N;
+  Tensor y = Tensor::zeros(DType::F32, outShape);
+  float *yv = mutableDataOf<float>(y);
+  const float *bv = bias ? dataOf<float>(*bias) : nullptr;
+  parallelFor(M * N, 256, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t m = t / N, j = t % N;
+      const int32_t *ar = qa.data() + m * K, *wr = wt.data() + j * K;
+      int32_t dot = 0;
+      for (int64_t k = 0; k < K; ++k)
+        dot += ar[k] * wr[k];
+      yv[t] = static_cast<float>(dot) * mult[static_cast<size_t>(j)] + (bv ? bv[j] : 0.f);
+    }
+  });
+  return TensorList{y};
+}
+
 /// RotaryEmbedding: input [B,S,N*H] or [B,N,S,H]; position_ids [B,S] or one offset;
 /// caches [max_pos, rotary_dim/2]. Rotates the first rotary_dim of each head (halves,
 /// or interleaved pairs), copying the rest.
@@ -170,6 +243,7 @@ Expected<TensorList> kRotaryEmbedding(const Node &n, const InputList &in) {
 void addContribKernels(KernelTable &t) {
   constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
   t.push_back({OpKind::GatherBlockQuantized, kGatherBlockQuantized, 1, kMax, true});
+  t.push_back({OpKind::DynamicQuantizeMatMul, kDynamicQuantizeMatMul, 1, kMax});
   t.push_back({OpKind::RotaryEmbedding, kRotaryEmbedding, 1, kMax, true});
 }
 

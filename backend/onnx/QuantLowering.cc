@@ -150,7 +150,13 @@ Expected<const QuantLowering::NBitsNames *> QuantLowering::nbits(const Value *q)
   if (it != nbits_.end())
     return &it->second;
   const QuantEncoding &enc = *q->type().quant;
-  auto w = quant::toMatMulNBits(*q->constant(), enc, /*transposed=*/enc.axis == 1);
+  // MatMulNBits reads 2-bit values packed 4 to a byte; GatherBlockQuantized (a tied
+  // embedding sharing these bytes) does not, so a gathered table keeps 4-bit containers.
+  bool gathered = false;
+  for (const Use &u : q->uses())
+    gathered = gathered || u.user->is(OpKind::Gather);
+  auto w = quant::toMatMulNBits(*q->constant(), enc, /*transposed=*/enc.axis == 1,
+                                /*packTwoBit=*/!gathered);
   if (!w)
     return w.status().withContext("constant '" + q->name() + "'");
   NBitsNames names;

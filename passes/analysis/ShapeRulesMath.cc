@@ -46,6 +46,13 @@ Status matmulInteger(InferContext &c) {
   return Status::ok();
 }
 
+// com.microsoft::DynamicQuantizeMatMul(A, B int8/uint8, b_scale, ...): A's type.
+Status dynamicQuantizeMatmul(InferContext &c) {
+  LLMOPT_ASSIGN_OR_RETURN(auto dims, matmulShape(c, 0, 1));
+  c.setTensor(0, c.elem(0), dims);
+  return Status::ok();
+}
+
 // QLinearMatMul(a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp): y_zp's type.
 Status qlinearMatmul(InferContext &c) {
   LLMOPT_ASSIGN_OR_RETURN(auto dims, matmulShape(c, 0, 3));
@@ -385,6 +392,7 @@ constexpr RuleEntry kRules[] = {
     {"", "Gemm", gemm},
     {"", "Einsum", einsum},
     {"com.microsoft", "MatMulNBits", matmulNBits},
+    {"com.microsoft", "DynamicQuantizeMatMul", dynamicQuantizeMatmul},
     {"", "ReduceMean", reduce}, {"", "ReduceSum", reduce}, {"", "ReduceMax", reduce},
     {"", "ReduceMin", reduce}, {"", "ReduceProd", reduce}, {"", "ReduceL1", reduce},
     {"", "ReduceL2", reduce}, {"", "ReduceLogSum", reduce}, {"", "ReduceLogSumExp", reduce},

@@ -268,12 +268,13 @@ Expected<Stats> ActivationStatsAnalysis::run(Model &m, AnalysisManager &am) {
 }
 
 Status forEachHessianGroup(Model &m, AnalysisManager &am, const std::vector<const Value *> &values,
-                           const std::string &pass, const std::function<Status(const Stats &)> &fn) {
-  if (values.empty())
-    return Status::ok();
+                           const std::string &pass, const std::function<Status(Stats &)> &fn) {
   const auto start = Clock::now();
   const PassContext &ctx = am.context();
+  // Bad data is an error even when nothing here needs it, so the user hears of it.
   LLMOPT_ASSIGN_OR_RETURN(auto windows, loadWindows(ctx));
+  if (values.empty())
+    return Status::ok();
   const double budget = static_cast<double>(ctx.calibMemoryMiB) * 1024 * 1024;
   std::vector<std::vector<const Value *>> groups;
   double used = 0;
@@ -291,6 +292,7 @@ Status forEachHessianGroup(Model &m, AnalysisManager &am, const std::vector<cons
     LLMOPT_ASSIGN_OR_RETURN(Stats st, collect(m, windows, group, true, ctx.threads));
     st.source = fmt::format("{}: {} windows x {} tokens", ctx.calibPath, st.windows,
                             windows.front().size());
+    st.complete = groups.size() == 1;
     LLMOPT_RETURN_IF_ERROR(fn(st));
   }
   am.context().reportLines.push_back(fmt::format(

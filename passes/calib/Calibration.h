@@ -46,6 +46,9 @@ struct Stats {
   std::unordered_map<const Value *, ActStats> acts;
   int64_t windows = 0, tokens = 0;
   std::string source; ///< "FILE: 32 windows x 512 tokens"
+  /// forEachHessianGroup: this group holds every value asked for (one pass over the data),
+  /// so a caller may keep the statistics (move them out) for later use.
+  bool complete = false;
   const ActStats *find(const Value *v) const {
     auto it = acts.find(v);
     return it == acts.end() ? nullptr : &it->second;
@@ -83,6 +86,6 @@ struct ActivationStatsAnalysis {
 /// SparseGPT's sequential order). A value too large for the budget on its own is a group
 /// of one. Adds a report line with windows, groups and time.
 Status forEachHessianGroup(Model &m, AnalysisManager &am, const std::vector<const Value *> &values,
-                           const std::string &pass, const std::function<Status(const Stats &)> &fn);
+                           const std::string &pass, const std::function<Status(Stats &)> &fn);
 
 } // namespace llmopt::calib

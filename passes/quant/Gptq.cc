@@ -5,38 +5,14 @@
 #include <cmath>
 #include <numeric>
 
-#include <Eigen/Cholesky>
 #include <Eigen/Core>
 
 #include "backend/interp/Linalg.h"
+#include "passes/calib/InverseHessian.h"
 
 namespace llmopt::quantpass {
-namespace {
 
-using MatD = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-
-/// The upper Cholesky factor of (H + damp I)^-1, raising damp tenfold (up to 4 times)
-/// while H + damp I is not positive definite.
-Expected<MatD> inverseCholesky(MatD h, double &damp) {
-  const double meanDiag = h.diagonal().mean();
-  for (int attempt = 0; attempt < 5; ++attempt, damp *= 10) {
-    MatD hd = h;
-    hd.diagonal().array() += damp * meanDiag;
-    Eigen::LLT<MatD> llt(hd);
-    if (llt.info() != Eigen::Success)
-      continue;
-    MatD inv = llt.solve(MatD::Identity(h.rows(), h.cols()));
-    Eigen::LLT<MatD> llt2(inv);
-    if (llt2.info() != Eigen::Success)
-      continue;
-    return MatD(llt2.matrixU());
-  }
-  return errorf("GPTQ: the Hessian is not positive definite even with damping {} (too little "
-                "calibration data for this layer? raise --calib-samples)",
-                damp / 10);
-}
-
-} // namespace
+using calib::MatD;
 
 double hessianError(const float *a, const float *b, int64_t K, int64_t N,
                     const std::vector<double> &h) {
@@ -51,31 +27,68 @@ double hessianError(const float *a, const float *b, int64_t K, int64_t N,
   return s;
 }
 
+Expected<GptqFactor> gptqFactor(const std::vector<double> &h, int64_t K, const GptqOptions &o) {
+  if (static_cast<int64_t>(h.size()) != K * K)
+    return internalErrorf("GPTQ: Hessian has {} entries for K = {}", h.size(), K);
+  GptqFactor f;
+  f.K = K;
+  MatD hm = Eigen::Map<const MatD>(h.data(), K, K);
+  f.dead.assign(static_cast<size_t>(K), 0);
+  for (int64_t k = 0; k < K; ++k)
+    if (hm(k, k) == 0) {
+      hm(k, k) = 1;
+      f.dead[static_cast<size_t>(k)] = 1;
+    }
+  f.perm.resize(static_cast<size_t>(K));
+  std::iota(f.perm.begin(), f.perm.end(), 0);
+  if (o.actOrder) {
+    std::stable_sort(f.perm.begin(), f.perm.end(),
+                     [&](int64_t a, int64_t b) { return hm(a, a) > hm(b, b); });
+    MatD hp(K, K);
+    for (int64_t i = 0; i < K; ++i)
+      for (int64_t j = 0; j < K; ++j)
+        hp(i, j) = hm(f.perm[static_cast<size_t>(i)], f.perm[static_cast<size_t>(j)]);
+    hm = std::move(hp);
+  }
+  f.damp = o.damp;
+  LLMOPT_ASSIGN_OR_RETURN(MatD U, calib::inverseHessianFactor(hm, f.damp, "GPTQ"));
+  f.u.assign(U.data(), U.data() + K * K);
+  f.actOrder = o.actOrder;
+  return f;
+}
+
 Expected<GptqResult> gptqQuantize(const Tensor &w, const std::vector<double> &h,
                                   const QuantEncoding &enc, const GptqOptions &o) {
   if (w.dtype() != DType::F32 || w.rank() != 2)
     return errorf("GPTQ quantizes 2-D f32 weights, got {}", toString(w.type()));
+  LLMOPT_ASSIGN_OR_RETURN(GptqFactor f, gptqFactor(h, w.shape()[0], o));
+  return gptqQuantize(w, f, h, enc, o);
+}
+
+Expected<GptqResult> gptqQuantize(const Tensor &w, const GptqFactor &f,
+                                  const std::vector<double> &h, const QuantEncoding &enc,
+                                  const GptqOptions &o) {
+  if (w.dtype() != DType::F32 || w.rank() != 2)
+    return errorf("GPTQ quantizes 2-D f32 weights, got {}", toString(w.type()));
   const int64_t K = w.shape()[0], N = w.shape()[1];
-  if (static_cast<int64_t>(h.size()) != K * K)
-    return internalErrorf("GPTQ: Hessian has {} entries for K = {}", h.size(), K);
+  if (f.K != K || f.actOrder != o.actOrder)
+    return internalErrorf("GPTQ: factor for K = {} (act-order {}) used for K = {} (act-order {})",
+                          f.K, f.actOrder, K, o.actOrder);
   if (enc.axis != 0 || enc.blockSize <= 0)
     return internalErrorf("GPTQ needs blocks along axis 0");
   const int64_t bs = enc.blockSize, nb = (K + bs - 1) / bs;
   const quant::IntRange range = quant::storedRange(enc.bits, enc.symmetric);
   const float *w0 = reinterpret_cast<const float *>(w.data());
+  Eigen::Map<const MatD> U(f.u.data(), K, K);
+  const std::vector<int64_t> &perm = f.perm;
 
-  MatD hm = Eigen::Map<const MatD>(h.data(), K, K);
   std::vector<float> W(w0, w0 + K * N);
   for (int64_t k = 0; k < K; ++k)
-    if (hm(k, k) == 0) {
-      hm(k, k) = 1;
+    if (f.dead[static_cast<size_t>(k)])
       std::fill(W.begin() + k * N, W.begin() + (k + 1) * N, 0.f);
-    }
 
   // Row order: natural, or decreasing H_kk (act-order) with the block parameters fixed up
   // front from the original weight.
-  std::vector<int64_t> perm(static_cast<size_t>(K));
-  std::iota(perm.begin(), perm.end(), 0);
   std::vector<quant::BlockParams> params(static_cast<size_t>(nb * N));
   auto fitBlock = [&](const float *rows, int64_t blk) {
     const int64_t k0 = blk * bs, n = std::min(bs, K - k0);
@@ -86,13 +99,6 @@ Expected<GptqResult> gptqQuantize(const Tensor &w, const std::vector<double> &h,
   if (o.actOrder) {
     for (int64_t b = 0; b < nb; ++b)
       fitBlock(W.data(), b);
-    std::stable_sort(perm.begin(), perm.end(),
-                     [&](int64_t a, int64_t b) { return hm(a, a) > hm(b, b); });
-    MatD hp(K, K);
-    for (int64_t i = 0; i < K; ++i)
-      for (int64_t j = 0; j < K; ++j)
-        hp(i, j) = hm(perm[static_cast<size_t>(i)], perm[static_cast<size_t>(j)]);
-    hm = std::move(hp);
     std::vector<float> wp(W.size());
     for (int64_t i = 0; i < K; ++i)
       std::copy_n(W.begin() + perm[static_cast<size_t>(i)] * N, N, wp.begin() + i * N);
@@ -100,9 +106,7 @@ Expected<GptqResult> gptqQuantize(const Tensor &w, const std::vector<double> &h,
   }
 
   GptqResult res;
-  double damp = o.damp;
-  LLMOPT_ASSIGN_OR_RETURN(MatD U, inverseCholesky(std::move(hm), damp));
-  res.dampUsed = damp;
+  res.dampUsed = f.damp;
 
   // Processing order is row i (original row perm[i]); W is kept in processing order.
   std::vector<float> err, uT;
@@ -148,6 +152,8 @@ Expected<GptqResult> gptqQuantize(const Tensor &w, const std::vector<double> &h,
   Tensor qf = Tensor::fromVector(DType::F32, {K, N}, q);
   LLMOPT_ASSIGN_OR_RETURN(res.quantized, quant::quantizeWithParams(qf, enc, params));
 
+  if (!o.measure)
+    return res;
   LLMOPT_ASSIGN_OR_RETURN(Tensor rtn, quant::quantizeRtn(w, enc));
   LLMOPT_ASSIGN_OR_RETURN(Tensor rtnF, quant::dequantize(rtn, enc));
   LLMOPT_ASSIGN_OR_RETURN(Tensor gptqF, quant::dequantize(res.quantized, enc));

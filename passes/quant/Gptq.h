@@ -22,6 +22,7 @@
 // contiguous rows and the result exports as ordinary blocked int4 with no permutation.
 #pragma once
 
+#include <cstdint>
 #include <vector>
 
 #include "ir/QuantFormats.h"
@@ -33,6 +34,7 @@ struct GptqOptions {
   double damp = 0.01;  ///< percdamp: fraction of mean(diag H) added to the diagonal
   int64_t batch = 128; ///< rows per lazy batch update
   bool actOrder = false;
+  bool measure = true; ///< fill GptqResult's output errors (costs two K x K x N products)
 };
 
 /// What one GPTQ run measured, in the calibration output's units (sum over rows).
@@ -44,9 +46,27 @@ struct GptqResult {
   double outputError = 0, rtnOutputError = 0;
 };
 
+/// The part of GPTQ that depends on the Hessian alone: dead channels, the row order and
+/// the inverse Hessian's Cholesky factor. Weights that read the same activation (q, k, v;
+/// gate, up) and every format tried for one weight share it.
+struct GptqFactor {
+  int64_t K = 0;
+  std::vector<double> u;       ///< K x K upper factor, row-major, in processing order
+  std::vector<int64_t> perm;   ///< processing row i is original row perm[i]
+  std::vector<uint8_t> dead;   ///< H_kk == 0 (original order)
+  double damp = 0;             ///< the damping used (raised if the factorization failed)
+  bool actOrder = false;
+};
+Expected<GptqFactor> gptqFactor(const std::vector<double> &h, int64_t K, const GptqOptions &o);
+
 /// Quantizes f32 `w` [K, N] per `enc` (blocked along axis 0) with Hessian `h` (K x K).
 Expected<GptqResult> gptqQuantize(const Tensor &w, const std::vector<double> &h,
                                   const QuantEncoding &enc, const GptqOptions &o);
+/// The same with the factor computed once (gptqFactor with the same options); `h` is read
+/// only for the measured output errors (o.measure).
+Expected<GptqResult> gptqQuantize(const Tensor &w, const GptqFactor &f,
+                                  const std::vector<double> &h, const QuantEncoding &enc,
+                                  const GptqOptions &o);
 
 /// tr(dW^T H dW) for dW = a - b (both f32 [K, N]) and `h` K x K: the summed squared
 /// difference of X a and X b over the rows that built h.

@@ -1,7 +1,11 @@
 // Shared pieces of the weight-only quantization passes.
 #include "passes/quant/QuantCommon.h"
 
+#include <algorithm>
+#include <atomic>
 #include <bit>
+#include <optional>
+#include <thread>
 
 #include "passes/cleanup/Opset.h"
 #include "passes/quant/Hqq.h"
@@ -178,16 +182,40 @@ std::string WeightQuantStats::summary() const {
 Expected<WeightQuantStats>
 quantizeMatMulWeights(Graph &g,
                       const std::function<QuantEncoding(int64_t K, int64_t N)> &encodingFor,
-                      Method method, bool integerZeroPoints) {
+                      Method method, bool integerZeroPoints, int threads) {
   WeightQuantStats st;
   st.gemms = gemmsToMatMuls(g, st.skips);
-  for (const MatMulWeight &w : findMatMulWeights(g, 16, st.skips)) {
-    const Tensor &t = *w.weight->constant();
-    const QuantEncoding enc = encodingFor(t.shape()[0], t.shape()[1]);
-    auto q = quantizeTensor(t, enc, method, integerZeroPoints);
-    if (!q)
-      return q.status().withContext("weight '" + w.weight->name() + "'");
-    installQuantized(g, w, q.take(), enc, st);
+  const std::vector<MatMulWeight> weights = findMatMulWeights(g, 16, st.skips);
+  // Weights are quantized on `threads` workers in batches (each worker takes the next
+  // weight), then installed in order: the output does not depend on the thread count,
+  // and a batch bounds how many quantized copies wait at once.
+  const size_t workers = static_cast<size_t>(
+      threads > 0 ? threads : std::max(1u, std::thread::hardware_concurrency()));
+  const size_t batch = 4 * workers;
+  for (size_t b0 = 0; b0 < weights.size(); b0 += batch) {
+    const size_t b1 = std::min(weights.size(), b0 + batch);
+    std::vector<std::optional<Expected<Tensor>>> out(b1 - b0);
+    std::atomic<size_t> next{b0};
+    auto work = [&] {
+      for (size_t i; (i = next.fetch_add(1)) < b1;) {
+        const Tensor &t = *weights[i].weight->constant();
+        out[i - b0].emplace(quantizeTensor(t, encodingFor(t.shape()[0], t.shape()[1]), method,
+                                           integerZeroPoints));
+      }
+    };
+    std::vector<std::thread> pool;
+    for (size_t w = 1; w < std::min(workers, b1 - b0); ++w)
+      pool.emplace_back(work);
+    work();
+    for (std::thread &t : pool)
+      t.join();
+    for (size_t i = b0; i < b1; ++i) {
+      Expected<Tensor> &q = *out[i - b0];
+      if (!q)
+        return q.status().withContext("weight '" + weights[i].weight->name() + "'");
+      const Tensor &t = *weights[i].weight->constant();
+      installQuantized(g, weights[i], q.take(), encodingFor(t.shape()[0], t.shape()[1]), st);
+    }
   }
   return st;
 }

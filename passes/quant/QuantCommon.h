@@ -73,11 +73,12 @@ struct WeightQuantStats {
 void installQuantized(Graph &g, const MatMulWeight &w, Tensor q, const QuantEncoding &enc,
                       WeightQuantStats &st);
 /// Quantizes every weight findMatMulWeights returns (after gemmsToMatMuls) with the
-/// encoding `encodingFor(K, N)` picks.
+/// encoding `encodingFor(K, N)` picks, on `threads` workers (0 = all cores); the result
+/// does not depend on the thread count.
 Expected<WeightQuantStats>
 quantizeMatMulWeights(Graph &g,
                       const std::function<QuantEncoding(int64_t K, int64_t N)> &encodingFor,
-                      Method method, bool integerZeroPoints);
+                      Method method, bool integerZeroPoints, int threads = 0);
 
 /// When the context targets onnx and the model's default-domain opset is below `need`,
 /// converts it with opset<to=need> (so DequantizeLinear can carry the weights).

@@ -57,6 +57,35 @@ Tensor narrow(const Tensor &t, DType to, Counts &c) {
 
 } // namespace
 
+namespace quantpass {
+
+Expected<std::pair<int64_t, int64_t>> storeNarrow(Graph &g, Value *c, DType to, int64_t &clamped,
+                                                  int64_t &flushed) {
+  if (to != DType::F16 && to != DType::BF16)
+    return internalErrorf("storeNarrow: {} is not f16 or bf16", dtypeName(to));
+  Counts counts;
+  const std::string name = c->name();
+  const Tensor &t = *c->constant();
+  Tensor h = narrow(t, to, counts);
+  clamped += counts.clamped;
+  flushed += counts.flushed;
+  const std::pair<int64_t, int64_t> bytes{static_cast<int64_t>(t.nbytes()),
+                                          static_cast<int64_t>(h.nbytes())};
+  const std::vector<int64_t> shape = t.shape();
+  c->setName(g.freshName(name.empty() ? "weight_f32" : name + "_f32_original"));
+  Value *stored = g.addConstant(name.empty() ? g.freshName("weight") : name, std::move(h));
+  Node *first = g.nodes().empty() ? nullptr : g.nodes().front().get();
+  Node *cast = g.addNode(OpKind::Cast, {stored}, 1, stored->name() + "_Cast", first);
+  cast->setAttr(Attribute::makeInt("to", static_cast<int64_t>(DType::F32)));
+  Value *wide = cast->output(0);
+  wide->setName(g.freshName(stored->name() + "_f32"));
+  wide->setType(Type::tensorOf(DType::F32, shape));
+  g.replaceAllUsesWith(c, wide);
+  return bytes;
+}
+
+} // namespace quantpass
+
 Expected<PreservedAnalyses> QuantHalfPass::run(Model &m, AnalysisManager &am) {
   Graph &g = m.graph();
   Counts counts;
@@ -64,20 +93,11 @@ Expected<PreservedAnalyses> QuantHalfPass::run(Model &m, AnalysisManager &am) {
   for (Value *c : g.constants()) {
     if (!isWeight(c))
       continue;
-    const std::string name = c->name();
-    const Tensor &t = *c->constant();
-    Tensor h = narrow(t, to_, counts);
-    before += static_cast<int64_t>(t.nbytes());
-    after += static_cast<int64_t>(h.nbytes());
-    c->setName(g.freshName(name.empty() ? "weight_f32" : name + "_f32_original"));
-    Value *stored = g.addConstant(name.empty() ? g.freshName("weight") : name, std::move(h));
-    Node *first = g.nodes().empty() ? nullptr : g.nodes().front().get();
-    Node *cast = g.addNode(OpKind::Cast, {stored}, 1, stored->name() + "_Cast", first);
-    cast->setAttr(Attribute::makeInt("to", static_cast<int64_t>(DType::F32)));
-    Value *wide = cast->output(0);
-    wide->setName(g.freshName(stored->name() + "_f32"));
-    wide->setType(Type::tensorOf(DType::F32, t.shape()));
-    g.replaceAllUsesWith(c, wide);
+    using BytePair = std::pair<int64_t, int64_t>;
+    LLMOPT_ASSIGN_OR_RETURN(BytePair bytes,
+                            quantpass::storeNarrow(g, c, to_, counts.clamped, counts.flushed));
+    before += bytes.first;
+    after += bytes.second;
     ++weights;
   }
   g.removeUnusedConstants();

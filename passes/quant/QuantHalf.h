@@ -1,6 +1,8 @@
 // quant-fp16 / quant-bf16: weights stored in 16 bits, compute kept in f32.
 #pragma once
 
+#include <utility>
+
 #include "passes/Pass.h"
 
 namespace llmopt {
@@ -22,6 +24,14 @@ namespace llmopt {
 /// none for bf16 MatMul, and its f16 MatMul is no faster than f32 on AVX2 machines; it
 /// folds Cast(f16 initializer) at session start, so the model runs at f32 speed from a
 /// file half the size. Keeping compute in f32 is therefore the CPU target's choice.
+namespace quantpass {
+/// Stores f32 constant `c` as `to` (f16 or bf16, out-of-range values clamped) read through
+/// a Cast back to f32: the new constant takes c's name, c is left unused. Adds to the
+/// clamped / flushed-to-zero counts; returns the bytes before and after.
+Expected<std::pair<int64_t, int64_t>> storeNarrow(Graph &g, Value *c, DType to, int64_t &clamped,
+                                                  int64_t &flushed);
+} // namespace quantpass
+
 class QuantHalfPass : public Pass {
 public:
   explicit QuantHalfPass(DType to) : to_(to) {}

@@ -66,16 +66,19 @@ quantizeGptq(Model &m, AnalysisManager &am, const QuantInt4Options &o,
   double logRatio = 0, maxDamp = 0;
   int64_t measured = 0;
   LLMOPT_RETURN_IF_ERROR(calib::forEachHessianGroup(
-      m, am, acts, "quant-int4", [&](const calib::Stats &s) -> Status {
+      m, am, acts, "quant-int4", [&](calib::Stats &s) -> Status {
         for (const Value *a : acts) {
           const calib::ActStats *as = s.find(a);
           if (!as)
             continue;
+          // One factorization per activation: q, k, v (gate, up) share it.
+          LLMOPT_ASSIGN_OR_RETURN(quantpass::GptqFactor factor,
+                                  quantpass::gptqFactor(as->hessian, as->channels, go));
           for (size_t i : byAct[a]) {
             const quantpass::MatMulWeight &w = weights[i];
             const Tensor &t = *w.weight->constant();
             const QuantEncoding enc = encodingFor(t.shape()[0], t.shape()[1]);
-            auto r = quantpass::gptqQuantize(t, as->hessian, enc, go);
+            auto r = quantpass::gptqQuantize(t, factor, as->hessian, enc, go);
             if (!r)
               return r.status().withContext("weight '" + w.weight->name() + "'");
             if (r->rtnOutputError > 0 && r->outputError > 0) {
@@ -128,7 +131,8 @@ Expected<PreservedAnalyses> QuantInt4Pass::run(Model &m, AnalysisManager &am) {
       ao.grid = opts_.awqGrid;
       LLMOPT_ASSIGN_OR_RETURN(detail, quantpass::awqScale(m, am, ao, encodingFor));
     }
-    LLMOPT_ASSIGN_OR_RETURN(st, quantpass::quantizeMatMulWeights(m.graph(), encodingFor, method, onnx));
+    LLMOPT_ASSIGN_OR_RETURN(st, quantpass::quantizeMatMulWeights(m.graph(), encodingFor, method, onnx,
+                                                                      am.context().threads));
   }
   const std::string format = fmt::format("{}, {}-bit{} {}, block {}", opts_.method, opts_.bits,
                                          opts_.bits < 4 ? " in 4-bit containers" : "",

@@ -25,7 +25,8 @@ Expected<PreservedAnalyses> QuantInt8Pass::run(Model &m, AnalysisManager &am) {
   };
   LLMOPT_ASSIGN_OR_RETURN(
       quantpass::WeightQuantStats st,
-      quantpass::quantizeMatMulWeights(m.graph(), encodingFor, quantpass::Method::Rtn, true));
+      quantpass::quantizeMatMulWeights(m.graph(), encodingFor, quantpass::Method::Rtn, true,
+                                       am.context().threads));
   am.context().reportLines.push_back(
       fmt::format("quant-int8 ({}, {}): {}", opts_.symmetric ? "sym" : "asym",
                   onnx ? std::string("per output channel") : fmt::format("block {}", opts_.block),

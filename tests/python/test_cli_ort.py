@@ -110,6 +110,20 @@ def test_output_is_deterministic(models, tmp_path):
     assert a.read_bytes() == b.read_bytes()
 
 
+@pytest.mark.parametrize("pipeline", ["quant-int4<method=hqq>", "quant-int4<method=gptq;actorder>",
+                                      "quant-int4<method=awq>", "quant-mixed<bpw=7>"])
+def test_quantized_output_does_not_depend_on_threads(models, tmp_path, pipeline):
+    ids = tmp_path / "calib.ids"
+    ids.write_text(" ".join(str(i) for i in np.random.default_rng(3).integers(0, 256, 256)))
+    outs = []
+    for threads in (1, 2):
+        out = tmp_path / f"t{threads}.onnx"
+        _run(str(models["llama"]), f"-passes={pipeline}", "--threads", str(threads), "--calib",
+             str(ids), "--calib-samples", "4", "--calib-seqlen", "64", "-o", str(out))
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1], pipeline
+
+
 def test_external_data_output_runs(models, tmp_path):
     out = tmp_path / "ext.onnx"
     _run(str(models["llama"]), "-passes=dce", "--external-data", "-o", str(out))

@@ -53,6 +53,13 @@ PASSES = [
     "quant-bf16",
     "quant-embed",
     "quant-embed,quant-int4<block=128>",  # K = 192 is not a multiple of 128: padded blocks
+    "quant-int4<bits=2>",  # packed 4 to a byte for ORT (MatMulNBits bits=2)
+    # Calibrated methods (the calibration file comes from _quantize):
+    "quant-int4<method=gptq>",
+    "quant-int4<method=gptq;actorder;asym;block=64>",
+    "quant-int4<method=awq;block=64>",
+    "quant-mixed<bpw=7>",
+    "quant-embed,quant-mixed<bpw=6;candidates=2,4,8,16;method=rtn;metric=weight>",
 ]
 
 pytestmark = pytest.mark.skipif(not (LLMOPT.exists() and RUNNER.exists()),
@@ -74,10 +81,15 @@ def _llmopt(*args: str) -> str:
 
 
 def _quantize(src: Path, pipeline: str, target: str, out_dir: Path) -> tuple[Path, Path]:
-    """Writes OUT.onnx and the quantized IR as OUT.llir."""
+    """Writes OUT.onnx and the quantized IR as OUT.llir. Passes that calibrate get 8
+    windows of 32 random token ids (the tiny model's weights are random too)."""
     out = out_dir / "q.onnx"
     ir = out_dir / "q.llir"
+    calib = out_dir / "calib.ids"
+    ids = np.random.default_rng(7).integers(0, 256, size=8 * 32)
+    calib.write_text(" ".join(str(i) for i in ids))
     ir.write_text(_llmopt(str(src), f"-passes={pipeline}", f"--target={target}", "--verify-each",
+                          "--calib", str(calib), "--calib-samples", "8", "--calib-seqlen", "32",
                           "-o", str(out), "--print-ir-full"))
     return out, ir
 
@@ -181,7 +193,9 @@ def _exposed(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
 
 @pytest.mark.parametrize("pipeline", ["quant-int4", "quant-int4<asym;block=16>", "quant-int4<method=hqq>",
                                       "quant-int4<bits=8>", "quant-int8<asym>",
-                                      "quant-embed<asym>,quant-int4<block=128>"])
+                                      "quant-embed<asym>,quant-int4<block=128>", "quant-int4<bits=2>",
+                                      "quant-int4<bits=2;asym;block=16>",
+                                      "quant-int4<bits=2;asym>", "quant-int4<bits=2;block=16>"])
 def test_each_quantized_node_matches_the_interpreter_at_accuracy_level_4(llama, tmp_path, pipeline):
     out, _ = _quantize(llama, pipeline, "ort", tmp_path)
     model = onnx.load(str(out))

@@ -97,8 +97,11 @@ TEST(InterpRun, ThreadCountDoesNotChangeResults) {
   Node *sm = g.addNode(OpKind::Softmax, {mm->output()}, 1, "sm");
   g.addOutput(sm->output());
   Tensor in = f32({M, K}, randomFloats(static_cast<size_t>(M * K), 22));
-  auto one = interp::run(g, {in}, interp::RunOptions{.threads = 1});
-  auto all = interp::run(g, {in}, interp::RunOptions{.threads = 0});
+  interp::RunOptions oneThread, allThreads;
+  oneThread.threads = 1;
+  allThreads.threads = 0;
+  auto one = interp::run(g, {in}, oneThread);
+  auto all = interp::run(g, {in}, allThreads);
   ASSERT_TRUE(one && all);
   EXPECT_FLOATS_NEAR(floats((*one)[0]), floats((*all)[0]), 1e-6);
 }

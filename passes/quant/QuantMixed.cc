@@ -1,0 +1,532 @@
+// quant-mixed: sensitivity per weight and format, Lagrangian knapsack, application.
+#include "passes/quant/QuantMixed.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <map>
+#include <optional>
+#include <unordered_map>
+
+#include <fmt/format.h>
+
+#include "backend/interp/Interpreter.h"
+#include "ir/QuantFormats.h"
+#include "passes/analysis/Report.h"
+#include "passes/calib/Calibration.h"
+#include "passes/quant/Gptq.h"
+#include "passes/quant/QuantCommon.h"
+#include "passes/quant/QuantHalf.h"
+
+namespace llmopt {
+namespace {
+
+using quantpass::MatMulWeight;
+
+using Choice = quantpass::FormatChoice;
+
+QuantEncoding encodingOf(int64_t bits, int64_t block, bool sym, int64_t K) {
+  return QuantEncoding{quant::storageType(static_cast<int>(bits), sym), static_cast<int>(bits), 0,
+                       quantpass::effectiveBlock(block, K), sym};
+}
+
+/// Bytes the ONNX file stores for W [K, N] in format `bits` (see QuantMixed.h).
+int64_t emittedBytes(int64_t K, int64_t N, int64_t bits, int64_t block, bool sym, bool ort) {
+  if (bits == 16)
+    return K * N * 2;
+  const int64_t bs = quantpass::effectiveBlock(block, K), kb = (K + bs - 1) / bs;
+  const int64_t stored = bits == 2 && ort ? 2 : bits == 8 ? 8 : 4;
+  int64_t b = ort ? N * kb * (bs * stored / 8) : (K * N * stored + 7) / 8;
+  b += N * kb * 4; // f32 scales
+  if (!sym)
+    b += ort ? N * ((kb * stored + 7) / 8) : (N * kb * stored + 7) / 8;
+  return b;
+}
+
+/// f16 round trip of w.
+std::vector<float> halfRoundTrip(const Tensor &w) {
+  const float *x = reinterpret_cast<const float *>(w.data());
+  std::vector<float> out(static_cast<size_t>(w.numel()));
+  for (int64_t i = 0; i < w.numel(); ++i) {
+    const float v = std::clamp(x[i], -65504.f, 65504.f);
+    out[static_cast<size_t>(i)] = halfToFloat(floatToHalf(v));
+  }
+  return out;
+}
+
+double sqDiff(const float *a, const float *b, int64_t n) {
+  double s = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double d = static_cast<double>(a[i]) - b[i];
+    s += d * d;
+  }
+  return s;
+}
+
+/// metric=kl: the model's response to one weight's quantization error, end to end. The
+/// first graph output is compared with the unquantized model's on a few short windows:
+/// mean KL(p_ref || p) over positions when it is `logits`, else the relative squared error.
+class EndToEnd {
+public:
+  static Expected<EndToEnd> make(const Model &m, const std::vector<std::vector<int64_t>> &windows,
+                                 int threads) {
+    EndToEnd e;
+    e.model_ = &m;
+    e.threads_ = threads;
+    e.kl_ = !m.graph().outputs().empty() && m.graph().outputs().front()->name() == "logits";
+    for (size_t i = 0; i < windows.size() && i < kWindows; ++i) {
+      std::vector<int64_t> ids(windows[i].begin(),
+                               windows[i].begin() + std::min<size_t>(windows[i].size(), kTokens));
+      LLMOPT_ASSIGN_OR_RETURN(std::vector<Tensor> in, calib::makeInputs(m.graph(), ids));
+      LLMOPT_ASSIGN_OR_RETURN(Tensor ref, e.first(in));
+      e.inputs_.push_back(std::move(in));
+      e.refs_.push_back(std::move(ref));
+    }
+    return e;
+  }
+  /// The response with `w`'s data replaced by `deq` (restored afterwards).
+  Expected<double> probe(Value *w, std::vector<float> deq) {
+    const std::shared_ptr<Tensor> saved = w->constant();
+    w->setConstant(std::make_shared<Tensor>(Tensor::fromVector(DType::F32, saved->shape(), deq)));
+    double total = 0;
+    Status failed;
+    for (size_t i = 0; i < inputs_.size() && failed; ++i) {
+      auto out = first(inputs_[i]);
+      if (!out) {
+        failed = out.status();
+        break;
+      }
+      total += kl_ ? meanKl(refs_[i], *out) : relError(refs_[i], *out);
+    }
+    w->setConstant(saved);
+    LLMOPT_RETURN_IF_ERROR(failed);
+    return total / static_cast<double>(inputs_.size());
+  }
+  std::string what() const {
+    return fmt::format("{} window{} of {} tokens", inputs_.size(), inputs_.size() == 1 ? "" : "s",
+                       refs_.empty() ? 0 : refs_.front().shape().size() > 1 ? refs_.front().shape()[1] : 0);
+  }
+
+private:
+  static constexpr size_t kWindows = 2, kTokens = 128;
+  Expected<Tensor> first(const std::vector<Tensor> &in) const {
+    interp::RunOptions ro;
+    ro.threads = threads_;
+    LLMOPT_ASSIGN_OR_RETURN(std::vector<Tensor> outs, interp::run(model_->graph(), in, ro));
+    if (outs.empty() || outs.front().dtype() != DType::F32)
+      return errorf("quant-mixed metric=kl: the model's first output is not f32");
+    return std::move(outs.front());
+  }
+  static double meanKl(const Tensor &ref, const Tensor &got) {
+    const int64_t V = ref.shape().back(), rows = ref.numel() / V;
+    const float *p = reinterpret_cast<const float *>(ref.data());
+    const float *q = reinterpret_cast<const float *>(got.data());
+    double kl = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+      const float *a = p + r * V, *b = q + r * V;
+      const double ma = *std::max_element(a, a + V), mb = *std::max_element(b, b + V);
+      double za = 0, zb = 0;
+      for (int64_t v = 0; v < V; ++v) {
+        za += std::exp(a[v] - ma);
+        zb += std::exp(b[v] - mb);
+      }
+      const double la = std::log(za) + ma, lb = std::log(zb) + mb;
+      double s = 0;
+      for (int64_t v = 0; v < V; ++v) {
+        const double lpa = a[v] - la;
+        s += std::exp(lpa) * (lpa - (b[v] - lb));
+      }
+      kl += s;
+    }
+    return kl / static_cast<double>(rows);
+  }
+  static double relError(const Tensor &ref, const Tensor &got) {
+    const float *p = reinterpret_cast<const float *>(ref.data());
+    const float *q = reinterpret_cast<const float *>(got.data());
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < ref.numel(); ++i) {
+      num += (static_cast<double>(p[i]) - q[i]) * (static_cast<double>(p[i]) - q[i]);
+      den += static_cast<double>(p[i]) * p[i];
+    }
+    return num / std::max(den, 1e-30);
+  }
+
+  const Model *model_ = nullptr;
+  int threads_ = 0;
+  bool kl_ = true;
+  std::vector<std::vector<Tensor>> inputs_;
+  std::vector<Tensor> refs_;
+};
+
+/// One candidate format: `bits` (2..8) in blocks of `block` along K, or 16 (f16).
+struct Format {
+  int64_t bits = 4, block = 128;
+  bool operator==(const Format &) const = default;
+  bool operator<(const Format &o) const { return bits != o.bits ? bits < o.bits : block < o.block; }
+};
+
+std::string formatName(const Format &f) {
+  return f.bits == 16 ? "f16" : fmt::format("int{}/b{}", f.bits, f.block);
+}
+
+/// Quantizes `w` in format `f` (2..8 bits) with the pass's method.
+Expected<Tensor> quantizeAs(const Tensor &w, const Format &f, const QuantMixedOptions &o,
+                            const quantpass::GptqFactor *factor, const std::vector<double> *h) {
+  const QuantEncoding enc = encodingOf(f.bits, f.block, o.symmetric, w.shape()[0]);
+  if (o.method == "gptq" && factor && h) {
+    quantpass::GptqOptions go;
+    go.measure = false;
+    LLMOPT_ASSIGN_OR_RETURN(quantpass::GptqResult r, quantpass::gptqQuantize(w, *factor, *h, enc, go));
+    return std::move(r.quantized);
+  }
+  return quant::quantizeRtn(w, enc);
+}
+
+} // namespace
+
+bool quantpass::allocateFormats(std::vector<FormatChoice> &cs, double budget) {
+  if (cs.empty())
+    return budget >= 0;
+  auto pickAll = [&](double lambda) {
+    double total = 0;
+    for (Choice &c : cs) {
+      double best = std::numeric_limits<double>::infinity();
+      for (size_t j = 0; j < c.bytes.size(); ++j) {
+        const double v = c.error[j] + lambda * static_cast<double>(c.bytes[j]);
+        if (v < best || (v == best && c.bytes[j] < c.bytes[static_cast<size_t>(c.picked)])) {
+          best = v;
+          c.picked = static_cast<int64_t>(j);
+        }
+      }
+      total += static_cast<double>(c.bytes[static_cast<size_t>(c.picked)]);
+    }
+    return total;
+  };
+  double minTotal = 0;
+  for (const Choice &c : cs)
+    minTotal += static_cast<double>(*std::min_element(c.bytes.begin(), c.bytes.end()));
+  if (minTotal > budget)
+    return false;
+  // lambda = 0 picks the least error; if that fits, done. Else bisect on a log scale.
+  if (pickAll(0) <= budget)
+    return true;
+  double lo = 0, hi = 1e-12;
+  while (pickAll(hi) > budget)
+    hi *= 4;
+  for (int it = 0; it < 200; ++it) {
+    const double mid = lo == 0 ? hi / 2 : std::sqrt(lo * hi);
+    if (pickAll(mid) > budget)
+      lo = mid;
+    else
+      hi = mid;
+    if (lo > 0 && hi / lo < 1 + 1e-9)
+      break;
+  }
+  double used = pickAll(hi);
+  // Spend what is left on the upgrades that save the most error per byte.
+  for (;;) {
+    double bestGain = 0;
+    Choice *bestC = nullptr;
+    int64_t bestJ = -1;
+    for (Choice &c : cs) {
+      const size_t p = static_cast<size_t>(c.picked);
+      for (size_t j = 0; j < c.bytes.size(); ++j) {
+        const double extra = static_cast<double>(c.bytes[j] - c.bytes[p]);
+        const double saved = c.error[p] - c.error[j];
+        if (saved <= 0 || used + extra > budget)
+          continue;
+        const double gain = extra <= 0 ? std::numeric_limits<double>::infinity() : saved / extra;
+        if (gain > bestGain) {
+          bestGain = gain;
+          bestC = &c;
+          bestJ = static_cast<int64_t>(j);
+        }
+      }
+    }
+    if (!bestC)
+      break;
+    used += static_cast<double>(bestC->bytes[static_cast<size_t>(bestJ)] -
+                                bestC->bytes[static_cast<size_t>(bestC->picked)]);
+    bestC->picked = bestJ;
+  }
+  // The Lagrangian is not exact for a discrete knapsack: never return worse than giving
+  // every weight the same candidate, when that fits.
+  double mixed = 0;
+  for (const Choice &c : cs)
+    mixed += c.error[static_cast<size_t>(c.picked)];
+  const size_t formats = cs.front().bytes.size();
+  for (size_t j = 0; j < formats; ++j) {
+    double bytes = 0, err = 0;
+    for (const Choice &c : cs) {
+      bytes += static_cast<double>(c.bytes[j]);
+      err += c.error[j];
+    }
+    if (bytes <= budget && err < mixed) {
+      mixed = err;
+      for (Choice &c : cs)
+        c.picked = static_cast<int64_t>(j);
+    }
+  }
+  return true;
+}
+
+namespace {
+
+
+} // namespace
+
+Expected<QuantMixedOptions> parseQuantMixedOptions(const PassOptionList &opts) {
+  OptionReader r("quant-mixed", opts);
+  QuantMixedOptions o;
+  LLMOPT_ASSIGN_OR_RETURN(o.bpw, r.getDouble("bpw", 4.5, 1.0, 32.0));
+  LLMOPT_ASSIGN_OR_RETURN(o.candidates, r.getIntList("candidates", o.candidates));
+  LLMOPT_ASSIGN_OR_RETURN(o.block, quantpass::readBlock(r, "quant-mixed", 128));
+  LLMOPT_ASSIGN_OR_RETURN(o.blocks, r.getIntList("blocks", {}));
+  LLMOPT_ASSIGN_OR_RETURN(std::string mode, r.getChoice("mode", {"sym", "asym"}, "sym"));
+  o.symmetric = mode == "sym";
+  LLMOPT_ASSIGN_OR_RETURN(o.method, r.getChoice("method", {"rtn", "gptq"}, "gptq"));
+  LLMOPT_ASSIGN_OR_RETURN(o.metric,
+                          r.getChoice("metric", {"hessian", "relative", "weight", "kl"}, "hessian"));
+  LLMOPT_RETURN_IF_ERROR(r.finish());
+  if (o.candidates.empty())
+    return errorf("pass 'quant-mixed': option 'candidates' is empty; expected formats from 2, 3, "
+                  "4, 8, 16");
+  std::sort(o.candidates.begin(), o.candidates.end());
+  o.candidates.erase(std::unique(o.candidates.begin(), o.candidates.end()), o.candidates.end());
+  for (int64_t c : o.candidates)
+    if (c != 2 && c != 3 && c != 4 && c != 8 && c != 16)
+      return errorf("pass 'quant-mixed': candidate '{}' is not a format; expected 2, 3, 4, 8 "
+                    "(bits, blocked int) or 16 (f16)",
+                    c);
+  for (int64_t b : o.blocks)
+    if (b < 16 || b > 256 || (b & (b - 1)) != 0)
+      return errorf("pass 'quant-mixed': option 'blocks' has value '{}', expected powers of 2 in "
+                    "[16, 256]",
+                    b);
+  if (o.blocks.empty())
+    o.blocks.push_back(o.block);
+  return o;
+}
+
+Expected<PreservedAnalyses> QuantMixedPass::run(Model &m, AnalysisManager &am) {
+  const QuantMixedOptions &o = opts_;
+  const bool needCalib = o.metric != "weight" || o.method == "gptq";
+  if (needCalib && am.context().calibPath.empty())
+    return errorf("pass 'quant-mixed': metric={} with method={} needs calibration data: pass "
+                  "--calib FILE (with --tokenizer for text); without data use "
+                  "metric=weight;method=rtn",
+                  o.metric, o.method);
+  const bool ort = am.context().target != "onnx";
+  Graph &g = m.graph();
+  quantpass::SkipCounts skips;
+  const int64_t gemms = quantpass::gemmsToMatMuls(g, skips);
+  const std::vector<MatMulWeight> weights = quantpass::findMatMulWeights(g, 16, skips);
+  if (weights.empty()) {
+    am.context().reportLines.push_back(
+        fmt::format("quant-mixed: no weights to quantize; skipped: {}", skips.summary()));
+    return gemms ? PreservedAnalyses::none() : PreservedAnalyses::all();
+  }
+
+  // The budget for the weights this pass allocates.
+  const ModelStats stats = collectStats(m);
+  int64_t ownBytes = 0;
+  for (const MatMulWeight &w : weights)
+    ownBytes += static_cast<int64_t>(w.weight->constant()->nbytes());
+  const double fixedBytes = static_cast<double>(stats.bytes - ownBytes);
+  const double budget = o.bpw * static_cast<double>(stats.params) / 8.0 - fixedBytes;
+
+  // Weights grouped by their input activation (one Hessian each); a weight read with
+  // several inputs has none and is measured by the weight metric.
+  std::unordered_map<const Value *, std::vector<size_t>> byAct;
+  std::vector<size_t> noHessian;
+  for (size_t i = 0; i < weights.size(); ++i) {
+    const Value *a = weights[i].users.front()->input(0);
+    bool same = true;
+    for (const Node *u : weights[i].users)
+      same = same && u->input(0) == a;
+    (same && needCalib ? byAct[a] : noHessian).push_back(i);
+  }
+  std::vector<const Value *> acts;
+  for (const Value *a : calib::matmulWeightInputs(g))
+    if (byAct.count(a))
+      acts.push_back(a);
+
+  std::vector<Choice> choices(weights.size());
+  // metric=kl: the local (Hessian) errors, rescaled per weight by the end-to-end response
+  // to its quantization in the probe format (4 bits, or the candidate nearest below it).
+  std::optional<EndToEnd> e2e;
+  std::vector<Format> formats;
+  for (int64_t bits : o.candidates)
+    if (bits == 16)
+      formats.push_back({16, 0});
+    else
+      for (int64_t b : o.blocks)
+        formats.push_back({bits, b});
+  std::sort(formats.begin(), formats.end());
+  // The probe: 4 bits (else the largest candidate below) in blocks of `block` when that is
+  // among `blocks`, else the largest block.
+  const bool haveBlock = std::find(o.blocks.begin(), o.blocks.end(), o.block) != o.blocks.end();
+  auto probeRank = [&](const Format &f) {
+    return std::pair<int64_t, int64_t>(f.bits <= 4 ? f.bits : -f.bits,
+                                       haveBlock && f.block == o.block ? 1000 : f.block);
+  };
+  Format probe = formats.front();
+  for (const Format &f : formats)
+    if (probeRank(f) > probeRank(probe))
+      probe = f;
+  if (o.metric == "kl") {
+    LLMOPT_ASSIGN_OR_RETURN(auto windows, calib::loadWindows(am.context()));
+    LLMOPT_ASSIGN_OR_RETURN(EndToEnd e, EndToEnd::make(m, windows, am.context().threads));
+    e2e = std::move(e);
+  }
+  auto measure = [&](size_t i, const quantpass::GptqFactor *factor,
+                     const std::vector<double> *h) -> Status {
+    const Tensor &w = *weights[i].weight->constant();
+    const int64_t K = w.shape()[0], N = w.shape()[1];
+    const float *x = reinterpret_cast<const float *>(w.data());
+    const bool useH = h && o.metric != "weight";
+    double energy = 1;
+    if (useH && o.metric == "relative") {
+      std::vector<float> zero(static_cast<size_t>(K * N), 0.f);
+      energy = std::max(quantpass::hessianError(x, zero.data(), K, N, *h), 1e-30);
+    }
+    Choice &c = choices[i];
+    std::vector<float> probeDeq;
+    for (const Format &f : formats) {
+      std::vector<float> deq;
+      if (f.bits == 16) {
+        deq = halfRoundTrip(w);
+      } else {
+        auto q = quantizeAs(w, f, o, factor, h);
+        if (!q)
+          return q.status().withContext("weight '" + weights[i].weight->name() + "'");
+        LLMOPT_ASSIGN_OR_RETURN(Tensor d, quant::dequantize(*q, encodingOf(f.bits, f.block, o.symmetric, K)));
+        const float *dv = reinterpret_cast<const float *>(d.data());
+        deq.assign(dv, dv + K * N);
+      }
+      const double e = useH ? quantpass::hessianError(x, deq.data(), K, N, *h) / energy
+                            : sqDiff(x, deq.data(), K * N);
+      c.error.push_back(e);
+      if (e2e && f == probe)
+        probeDeq = std::move(deq);
+      c.bytes.push_back(emittedBytes(K, N, f.bits, f.block, o.symmetric, ort));
+    }
+    if (e2e) {
+      // Scale the layer-local errors so the probe format's equals its end-to-end response.
+      const size_t pj = static_cast<size_t>(
+          std::find(formats.begin(), formats.end(), probe) - formats.begin());
+      LLMOPT_ASSIGN_OR_RETURN(double resp, e2e->probe(weights[i].weight, std::move(probeDeq)));
+      const double local = std::max(c.error[pj], 1e-30);
+      for (double &e : c.error)
+        e = e / local * resp;
+    }
+    return Status::ok();
+  };
+
+  std::optional<calib::Stats> kept;
+  if (!acts.empty()) {
+    LLMOPT_RETURN_IF_ERROR(calib::forEachHessianGroup(
+        m, am, acts, "quant-mixed", [&](calib::Stats &st) -> Status {
+          for (const Value *a : acts)
+            if (const calib::ActStats *as = st.find(a)) {
+              std::optional<quantpass::GptqFactor> factor;
+              if (o.method == "gptq") {
+                LLMOPT_ASSIGN_OR_RETURN(factor, quantpass::gptqFactor(as->hessian, as->channels, {}));
+              }
+              for (size_t i : byAct[a])
+                LLMOPT_RETURN_IF_ERROR(measure(i, factor ? &*factor : nullptr, &as->hessian));
+            }
+          if (st.complete && o.method == "gptq")
+            kept = std::move(st);
+          return Status::ok();
+        }));
+  }
+  for (size_t i : noHessian)
+    LLMOPT_RETURN_IF_ERROR(measure(i, nullptr, nullptr));
+
+  if (!quantpass::allocateFormats(choices, budget)) {
+    double minBytes = fixedBytes;
+    for (const Choice &c : choices)
+      minBytes += static_cast<double>(*std::min_element(c.bytes.begin(), c.bytes.end()));
+    return errorf("pass 'quant-mixed': bpw={} is below what the candidates reach: the smallest "
+                  "formats give {:.3f} bits per parameter over the whole model",
+                  o.bpw, 8.0 * minBytes / static_cast<double>(stats.params));
+  }
+
+  // Apply the choices. GPTQ needs the Hessians again unless they were kept.
+  std::map<Format, std::pair<int64_t, int64_t>> perFormat; // -> (weights, bytes)
+  double errorSum = 0;
+  int64_t allocated = 0;
+  quantpass::WeightQuantStats wst;
+  int64_t clamped = 0, flushed = 0;
+  auto apply = [&](size_t i, const quantpass::GptqFactor *factor,
+                   const std::vector<double> *h) -> Status {
+    const Choice &c = choices[i];
+    const Format f = formats[static_cast<size_t>(c.picked)];
+    const MatMulWeight &w = weights[i];
+    const Tensor &t = *w.weight->constant();
+    perFormat[f].first += 1;
+    perFormat[f].second += c.bytes[static_cast<size_t>(c.picked)];
+    allocated += c.bytes[static_cast<size_t>(c.picked)];
+    errorSum += c.error[static_cast<size_t>(c.picked)];
+    am.context().reportLines.push_back(fmt::format("  quant-mixed: {} [{}x{}] -> {}",
+                                                   w.weight->name(), t.shape()[0], t.shape()[1],
+                                                   formatName(f)));
+    if (f.bits == 16) {
+      LLMOPT_ASSIGN_OR_RETURN(auto b, quantpass::storeNarrow(g, w.weight, DType::F16, clamped, flushed));
+      (void)b;
+      g.removeUnusedConstants();
+      return Status::ok();
+    }
+    auto q = quantizeAs(t, f, o, factor, h);
+    if (!q)
+      return q.status().withContext("weight '" + w.weight->name() + "'");
+    quantpass::installQuantized(g, w, q.take(),
+                                encodingOf(f.bits, f.block, o.symmetric, t.shape()[0]), wst);
+    return Status::ok();
+  };
+  auto applyGroup = [&](calib::Stats &st) -> Status {
+    for (const Value *a : acts)
+      if (const calib::ActStats *as = st.find(a)) {
+        LLMOPT_ASSIGN_OR_RETURN(quantpass::GptqFactor factor,
+                                quantpass::gptqFactor(as->hessian, as->channels, {}));
+        for (size_t i : byAct[a])
+          LLMOPT_RETURN_IF_ERROR(apply(i, &factor, &as->hessian));
+      }
+    return Status::ok();
+  };
+  if (o.method == "gptq" && !acts.empty()) {
+    if (kept)
+      LLMOPT_RETURN_IF_ERROR(applyGroup(*kept));
+    else
+      LLMOPT_RETURN_IF_ERROR(calib::forEachHessianGroup(m, am, acts, "quant-mixed (apply)", applyGroup));
+  } else {
+    for (const Value *a : acts)
+      for (size_t i : byAct[a])
+        LLMOPT_RETURN_IF_ERROR(apply(i, nullptr, nullptr));
+  }
+  for (size_t i : noHessian)
+    LLMOPT_RETURN_IF_ERROR(apply(i, nullptr, nullptr));
+  kept.reset();
+
+  std::string alloc;
+  for (const auto &[f, nb] : perFormat)
+    alloc += fmt::format("{}{}: {} weights, {} bytes", alloc.empty() ? "" : "; ",
+                         formatName(f), nb.first, nb.second);
+  const double achieved = 8.0 * (fixedBytes + static_cast<double>(allocated)) /
+                          static_cast<double>(stats.params);
+  am.context().reportLines.push_back(fmt::format(
+      "quant-mixed (bpw {}, candidates {}, blocks {}, {}, method {}, metric {}): {} weights "
+      "allocated {} bytes of a {:.0f}-byte budget; whole model {:.4f} bits per parameter as "
+      "written for --target={}; {}; summed {} error {:.6g}{}; skipped: {}",
+      o.bpw, fmt::join(o.candidates, ","), fmt::join(o.blocks, ","), o.symmetric ? "sym" : "asym",
+      o.method,
+      e2e ? fmt::format("kl (end-to-end probe at {} on {})", formatName(probe), e2e->what())
+          : o.metric,
+      weights.size(), allocated, budget, achieved, ort ? "ort" : "onnx", alloc, o.metric, errorSum, clamped ? fmt::format("; {} f16 values clamped", clamped) : "", skips.summary()));
+  LLMOPT_ASSIGN_OR_RETURN(bool converted, quantpass::ensureOnnxOpset(m, am, 21));
+  (void)converted;
+  return PreservedAnalyses::none();
+}
+
+} // namespace llmopt
