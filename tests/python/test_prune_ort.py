@@ -33,6 +33,9 @@ import onnxruntime as ort
 import pytest
 from onnx import helper, numpy_helper
 
+from ortcheck import rel as _rel  # noqa: E402
+import ortcheck  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[2]
 BUILD = Path(os.environ.get("LLMOPT_BUILD", REPO / "build"))
 LLMOPT = BUILD / "bin" / "llmopt"
@@ -98,24 +101,8 @@ def _initializers(path: Path) -> dict[str, np.ndarray]:
     return {i.name: numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer}
 
 
-def _interp(model: Path, feeds: dict[str, np.ndarray], work: Path) -> np.ndarray:
-    work.mkdir(exist_ok=True)
-    files = []
-    for name, value in feeds.items():
-        f = work / f"{name}.npy"
-        np.save(f, value)
-        files.append(str(f))
-    dump = work / "out"
-    proc = subprocess.run([str(RUNNER), str(model), "--inputs", *files, "--dump-outputs", str(dump)],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    t = onnx.TensorProto()
-    t.ParseFromString((dump / "output_0.pb").read_bytes())
-    return numpy_helper.to_array(t)
 
 
-def _rel(got: np.ndarray, want: np.ndarray) -> float:
-    return float(np.abs(got.astype(np.float64) - want).max() / max(np.abs(want).max(), 1e-30))
 
 
 @pytest.mark.parametrize("pipeline,sparsity,nm", PASSES, ids=[p for p, _, _ in PASSES])
@@ -299,3 +286,7 @@ def test_calibration_methods_need_data(llama, tmp_path):
         assert proc.returncode == 1, pipeline
         assert "needs calibration data: pass --calib FILE" in proc.stderr, proc.stderr
         assert not out.exists()
+
+
+def _interp(model: Path, feeds: dict[str, np.ndarray], work: Path) -> np.ndarray:
+    return ortcheck.interp(RUNNER, model, feeds, work)[0]

@@ -33,6 +33,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from ortcheck import rel as _rel  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[2]
 BUILD = Path(os.environ.get("LLMOPT_BUILD", REPO / "build"))
 LLMOPT = BUILD / "bin" / "llmopt"
@@ -116,8 +118,6 @@ def _optimized(model_path: Path, level, tmp: Path) -> onnx.ModelProto:
     return onnx.load(str(opt))
 
 
-def _rel(got: np.ndarray, want: np.ndarray) -> float:
-    return float(np.abs(got.astype(np.float64) - want).max() / max(np.abs(want).max(), 1e-30))
 
 
 @pytest.mark.parametrize("level", LEVELS)

@@ -32,6 +32,9 @@ import onnxruntime as ort
 import pytest
 from onnx import helper, numpy_helper
 
+from ortcheck import cos as _cos, rel as _rel  # noqa: E402
+import ortcheck  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[2]
 BUILD = Path(os.environ.get("LLMOPT_BUILD", REPO / "build"))
 LLMOPT = BUILD / "bin" / "llmopt"
@@ -110,34 +113,10 @@ def _ort(model: Path | onnx.ModelProto, feeds: dict, config: dict[str, str] | No
     return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"]).run(None, feeds)
 
 
-def _interp(model: Path, feeds: dict, work: Path) -> list[np.ndarray]:
-    work.mkdir(exist_ok=True)
-    ins = []
-    for i, (name, value) in enumerate(feeds.items()):
-        p = work / f"input_{i}.pb"
-        p.write_bytes(numpy_helper.from_array(value, name).SerializeToString())
-        ins.append(str(p))
-    dump = work / "out"
-    for old in dump.glob("output_*.pb"):
-        old.unlink()
-    proc = subprocess.run([str(RUNNER), str(model), "--inputs", *ins, "--dump-outputs", str(dump)],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    outs = []
-    for i in range(len(list(dump.glob("output_*.pb")))):
-        t = onnx.TensorProto()
-        t.ParseFromString((dump / f"output_{i}.pb").read_bytes())
-        outs.append(numpy_helper.to_array(t))
-    return outs
 
 
-def _rel(got: np.ndarray, want: np.ndarray) -> float:
-    return float(np.abs(got.astype(np.float64) - want).max() / max(np.abs(want).max(), 1e-30))
 
 
-def _cos(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
 def _with_accuracy_level(path: Path, level: int) -> onnx.ModelProto:
@@ -343,3 +322,7 @@ def test_sizes_shrink_as_the_formats_say(llama, tmp_path):
               f"{bpw:.2f} bits per weight (all bytes of the weights incl. scales, zero points, padding)")
     for (pipeline, target, size, bpw), (_, _, bound) in zip(rows, BOUNDS):
         assert size <= bound * fp32, (pipeline, target, size, fp32)
+
+
+def _interp(model: Path, feeds: dict, work: Path) -> list[np.ndarray]:
+    return ortcheck.interp(RUNNER, model, feeds, work)

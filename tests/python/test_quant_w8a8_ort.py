@@ -34,6 +34,9 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from ortcheck import cos as _cos, rel as _rel  # noqa: E402
+import ortcheck  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[2]
 BUILD = Path(os.environ.get("LLMOPT_BUILD", REPO / "build"))
 LLMOPT = BUILD / "bin" / "llmopt"
@@ -97,34 +100,10 @@ def _session(model: Path | onnx.ModelProto, optimized: Path | None = None,
     return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
 
 
-def _interp(model: Path, feeds: dict, work: Path) -> list[np.ndarray]:
-    work.mkdir(exist_ok=True)
-    ins = []
-    for i, (name, value) in enumerate(feeds.items()):
-        p = work / f"input_{i}.pb"
-        p.write_bytes(numpy_helper.from_array(value, name).SerializeToString())
-        ins.append(str(p))
-    dump = work / "out"
-    for old in dump.glob("output_*.pb"):
-        old.unlink()
-    proc = subprocess.run([str(RUNNER), str(model), "--inputs", *ins, "--dump-outputs", str(dump)],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    outs = []
-    for i in range(len(list(dump.glob("output_*.pb")))):
-        t = onnx.TensorProto()
-        t.ParseFromString((dump / f"output_{i}.pb").read_bytes())
-        outs.append(numpy_helper.to_array(t))
-    return outs
 
 
-def _rel(got: np.ndarray, want: np.ndarray) -> float:
-    return float(np.abs(got.astype(np.float64) - want).max() / max(np.abs(want).max(), 1e-30))
 
 
-def _cos(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
 def test_without_calibration_data_the_pass_says_what_it_needs(llama, tmp_path):
@@ -274,3 +253,7 @@ def test_dynamic_quantize_matmul_kernel_follows_ort(tmp_path, case):
     if case == "bias":
         ref = ref + numpy_helper.to_array(inits[-1])
     assert _rel(want, ref) > 1e-4
+
+
+def _interp(model: Path, feeds: dict, work: Path) -> list[np.ndarray]:
+    return ortcheck.interp(RUNNER, model, feeds, work)
