@@ -37,9 +37,15 @@ from cache_paths import model_dir, text_dir  # noqa: E402
 LLMOPT = REPO / "build" / "bin" / "llmopt"
 EVAL = REPO / "build" / "bin" / "llmopt-eval"
 
-#: name -> (pipeline, needs calibration). Block 128 rows sit beside ORT's block-128 rows.
+#: name -> (pipeline [extra llmopt flags], needs calibration). Block 128 rows sit beside
+#: ORT's block-128 rows. llmopt writes MatMulNBits with accuracy_level 4 (int8 activations)
+#: unless a row says --accuracy-level=0; ORT's quantizer rows in docs/results.md are level 0.
 SMOL = {
     "int8-b128": ("quant-int8<block=128>", False),
+    # Weight-only int8 as weight-only: f32 activations (MatMulNBits accuracy_level 0).
+    "int8-b128-acc0": ("quant-int8<block=128> --accuracy-level=0", False),
+    "rtn-sym-b128-acc0": ("quant-int4<block=128> --accuracy-level=0", False),
+    "gptq-sym-b128-acc0": ("quant-int4<method=gptq;block=128> --accuracy-level=0", True),
     "rtn-sym-b128": ("quant-int4<block=128>", False),
     "hqq-b128": ("quant-int4<method=hqq;block=128>", False),
     "gptq-sym-b128": ("quant-int4<method=gptq;block=128>", True),
@@ -66,7 +72,8 @@ MINI = {
 def run_llmopt(src: Path, dst: Path, pipeline: str, calib: bool, tokenizer: Path,
                samples: int, seqlen: int) -> dict[str, Any]:
     dst.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [str(LLMOPT), str(src), f"-passes={pipeline}", "-o", str(dst), "--report=json"]
+    pipeline, *flags = pipeline.split(" ")
+    cmd = [str(LLMOPT), str(src), f"-passes={pipeline}", *flags, "-o", str(dst), "--report=json"]
     if calib:
         cmd += ["--calib", str(text_dir() / "kjv-calib.txt"), "--tokenizer", str(tokenizer),
                 "--calib-samples", str(samples), "--calib-seqlen", str(seqlen)]

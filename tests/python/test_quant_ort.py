@@ -160,6 +160,16 @@ def test_output_runs_in_ort_and_matches_the_interpreter(llama, tmp_path, pipelin
         assert _cos(got, want) >= 0.999, (pipeline, target, seq)
 
 
+@pytest.mark.parametrize("level", [0, 4])
+def test_accuracy_level_flag_is_written_to_every_matmulnbits(llama, tmp_path, level):
+    out = tmp_path / "q.onnx"
+    _llmopt(str(llama), "-passes=quant-int8", f"--accuracy-level={level}", "-o", str(out))
+    nodes = [n for n in onnx.load(str(out)).graph.node if n.op_type == "MatMulNBits"]
+    assert len(nodes) >= 28
+    for n in nodes:
+        assert [a.i for a in n.attribute if a.name == "accuracy_level"] == [level], n.name
+
+
 def _exposed(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
     m = onnx.ModelProto()
     m.CopyFrom(model)

@@ -82,6 +82,8 @@ const std::vector<Flag> &flags() {
        [](Options &o, const std::string &v) { return setCount(o.calibMemoryMiB, "calib-memory", v, 1, 1 << 30); }},
       {"threads", "N", "threads for calibration and data-driven passes (default: all cores)",
        [](Options &o, const std::string &v) { return setCount(o.threads, "threads", v, 0, 4096); }},
+      {"accuracy-level", "0|1|2|3|4", "MatMulNBits accuracy_level for --target=ort (default 4: int8 activations on CPU; 0: f32)",
+       [](Options &o, const std::string &v) { return setCount(o.accuracyLevel, "accuracy-level", v, 0, 4); }},
       {"target", "ort|onnx", "what the ONNX writer targets (default ort)", setTarget},
       {"help", nullptr, "print this help",
        [](Options &o, const std::string &) { o.help = true; return Status::ok(); }},

@@ -23,6 +23,7 @@ struct Options {
   std::string calib, tokenizer;
   int64_t calibSamples = 32, calibSeqLen = 512, calibMemoryMiB = 4096;
   int threads = 0;
+  int64_t accuracyLevel = 4;
   std::string target = "ort";
 };
 

@@ -130,6 +130,7 @@ int run(const cli::Options &o) {
     ExportOptions eo;
     eo.externalData = o.externalData;
     eo.target = o.target;
+    eo.accuracyLevel = o.accuracyLevel;
     Status st = saveOnnx(*model, o.output, eo);
     if (!st)
       throw st;
