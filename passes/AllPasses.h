@@ -9,6 +9,7 @@
 #include "passes/cleanup/Opset.h"
 #include "passes/prune/Magnitude.h"
 #include "passes/prune/PruneNm.h"
+#include "passes/prune/PruneStruct.h"
 #include "passes/prune/SparseGpt.h"
 #include "passes/prune/Wanda.h"
 #include "passes/quant/QuantEmbed.h"

@@ -13,7 +13,7 @@ from onnx import numpy_helper
 
 def interp(runner: Path, model: Path, feeds: dict[str, np.ndarray], work: Path) -> list[np.ndarray]:
     """Every output of `model` run by `llmopt-run` on `feeds` (written as TensorProto files)."""
-    work.mkdir(exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
     ins = []
     for i, (name, value) in enumerate(feeds.items()):
         p = work / f"input_{i}.pb"
