@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""llmopt's own quantization rows for docs/results.md (run by hand, not CI).
+"""llmopt's own quantization (and pruning) rows for docs/results.md (run by hand, not CI).
 
 Writes each model with ``build/bin/llmopt`` (the pipelines below; calibrated ones read
 ``--calib-samples`` windows of 512 tokens of kjv-calib.txt), then evaluates them exactly as
@@ -46,6 +46,9 @@ SMOL = {
     "int8-b128-acc0": ("quant-int8<block=128> --accuracy-level=0", False),
     "rtn-sym-b128-acc0": ("quant-int4<block=128> --accuracy-level=0", False),
     "gptq-sym-b128-acc0": ("quant-int4<method=gptq;block=128> --accuracy-level=0", True),
+    "fp16": ("quant-fp16", False),
+    "bf16": ("quant-bf16", False),
+    "w8a8-b128": ("quant-w8a8", True),
     "rtn-sym-b128": ("quant-int4<block=128>", False),
     "hqq-b128": ("quant-int4<method=hqq;block=128>", False),
     "gptq-sym-b128": ("quant-int4<method=gptq;block=128>", True),
@@ -57,6 +60,13 @@ SMOL = {
     "mixed-kl-blocks": ("quant-mixed<bpw=10.1143;metric=kl;candidates=2,4,8;blocks=32,64,128,256>",
                         True),
     "mixed-hessian-b128": ("quant-mixed<bpw=10.1143;metric=hessian>", True),
+    # Pruning (issue 7): 50% unstructured and 2:4, by magnitude, Wanda and SparseGPT.
+    "prune-magnitude-50": ("prune-magnitude", False),
+    "prune-wanda-50": ("prune-wanda", True),
+    "prune-sparsegpt-50": ("prune-sparsegpt", True),
+    "prune-nm24-magnitude": ("prune-nm", False),
+    "prune-nm24-wanda": ("prune-nm<method=wanda>", True),
+    "prune-nm24-sparsegpt": ("prune-nm<method=sparsegpt>", True),
     "mixed-relative-b128": ("quant-mixed<bpw=10.1143;metric=relative>", True),
 }
 MINI = {
