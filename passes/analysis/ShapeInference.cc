@@ -340,4 +340,18 @@ Expected<ShapeInferenceResult> inferShapes(Model &m, const ShapeInferenceOptions
   return inf.run();
 }
 
+std::optional<std::vector<int64_t>> knownInts(const Value *v, const KnownValueMap &known) {
+  auto it = known.find(v);
+  if (it == known.end())
+    return std::nullopt;
+  std::vector<int64_t> out;
+  for (const DimExpr &e : it->second) {
+    auto c = e.asConstant();
+    if (!c)
+      return std::nullopt;
+    out.push_back(*c);
+  }
+  return out;
+}
+
 } // namespace llmopt

@@ -9,6 +9,7 @@
 //   y  = Reshape(x, sh)                         y  : f32[batch,seq,12,64]
 #pragma once
 
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -30,6 +31,9 @@ struct ShapeInferenceResult {
 
 /// Statically known contents of small integer tensors, by value.
 using KnownValueMap = std::unordered_map<const Value *, std::vector<DimExpr>>;
+
+/// `v`'s contents when `known` holds every element as a number; nullopt otherwise.
+std::optional<std::vector<int64_t>> knownInts(const Value *v, const KnownValueMap &known);
 
 struct ShapeInferenceOptions {
   /// When an output already has a symbolic dim and inference derives another one,

@@ -9,20 +9,6 @@ namespace llmopt {
 
 namespace {
 
-/// The value's contents when shape inference knows every element as a number.
-std::optional<std::vector<int64_t>> staticContents(const Value *v, const KnownValueMap &known) {
-  auto it = known.find(v);
-  if (it == known.end())
-    return std::nullopt;
-  std::vector<int64_t> out;
-  for (const DimExpr &e : it->second) {
-    auto c = e.asConstant();
-    if (!c)
-      return std::nullopt;
-    out.push_back(*c);
-  }
-  return out;
-}
 
 /// Replaces node results whose contents are statically known (Shape, Size and the
 /// integer arithmetic on them) by constants that keep the values' names.
@@ -38,7 +24,7 @@ size_t foldKnown(Graph &g, const KnownValueMap &known) {
     if (!t.isTensor() || !t.isStaticShape() || t.rank() > 1 ||
         (t.elem != DType::I64 && t.elem != DType::I32))
       continue;
-    auto values = staticContents(out, known);
+    auto values = knownInts(out, known);
     if (!values || static_cast<int64_t>(values->size()) != (t.rank() == 0 ? 1 : t.staticShape()[0]))
       continue;
     Tensor c = t.elem == DType::I64

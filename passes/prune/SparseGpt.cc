@@ -7,7 +7,6 @@
 
 #include <Eigen/Core>
 
-#include "backend/interp/Linalg.h"
 #include "passes/calib/Calibration.h"
 #include "passes/calib/InverseHessian.h"
 #include "passes/prune/Wanda.h"
@@ -106,23 +105,9 @@ Expected<SparseGptResult> pruneSparseGpt(const Tensor &w, const std::vector<doub
           e[j] = static_cast<float>(row[j] / d);
           row[j] = 0.f;
         }
-      for (int64_t r = i + 1; r < i2; ++r) {
-        const float u = static_cast<float>(U(i, r));
-        float *dst = W.data() + r * N;
-        for (int64_t j = 0; j < N; ++j)
-          dst[j] -= e[j] * u;
-      }
+      calib::propagateInBatch(W.data(), K, N, U.data(), i, i2, e);
     }
-    if (i2 < K) {
-      // W[i2:, :] -= U[i1:i2, i2:]^T E: (K - i2) x count times count x N.
-      const int64_t rest = K - i2;
-      uT.assign(static_cast<size_t>(rest * count), 0.f);
-      for (int64_t r = 0; r < rest; ++r)
-        for (int64_t c = 0; c < count; ++c)
-          uT[static_cast<size_t>(r * count + c)] = static_cast<float>(-U(i1 + c, i2 + r));
-      interp::gemm(uT.data(), count, err.data(), N, W.data() + i2 * N, N, rest, count, N,
-                   /*accumulate=*/true);
-    }
+    calib::updateAfterBatch(W.data(), K, N, U.data(), i1, i2, err.data(), uT);
   }
   res.pruned = Tensor::fromVector(DType::F32, {K, N}, W);
   return res;

@@ -161,17 +161,7 @@ std::optional<std::vector<int64_t>> Tracker::intsOf(const Value *v) const {
   if (const Tensor *t = constantTensor(v))
     if (isIntegralDType(t->dtype()) && t->rank() <= 1)
       return t->toInts();
-  auto it = known_.find(v);
-  if (it == known_.end())
-    return std::nullopt;
-  std::vector<int64_t> out;
-  for (const DimExpr &e : it->second) {
-    auto c = e.asConstant();
-    if (!c)
-      return std::nullopt;
-    out.push_back(*c);
-  }
-  return out;
+  return knownInts(v, known_);
 }
 
 std::optional<std::vector<int64_t>> Tracker::axesOf(Node *n, unsigned operand, const char *attr) {

@@ -126,23 +126,9 @@ Expected<GptqResult> gptqQuantize(const Tensor &w, const GptqFactor &f,
         e[j] = static_cast<float>((row[j] - q) / d);
         row[j] = q;
       }
-      for (int64_t r = i + 1; r < i2; ++r) {
-        const float u = static_cast<float>(U(i, r));
-        float *dst = W.data() + r * N;
-        for (int64_t j = 0; j < N; ++j)
-          dst[j] -= e[j] * u;
-      }
+      calib::propagateInBatch(W.data(), K, N, U.data(), i, i2, e);
     }
-    if (i2 < K) {
-      // W[i2:, :] -= U[i1:i2, i2:]^T E: (K - i2) x count times count x N.
-      const int64_t rest = K - i2;
-      uT.assign(static_cast<size_t>(rest * count), 0.f);
-      for (int64_t r = 0; r < rest; ++r)
-        for (int64_t c = 0; c < count; ++c)
-          uT[static_cast<size_t>(r * count + c)] = static_cast<float>(-U(i1 + c, i2 + r));
-      interp::gemm(uT.data(), count, err.data(), N, W.data() + i2 * N, N, rest, count, N,
-                   /*accumulate=*/true);
-    }
+    calib::updateAfterBatch(W.data(), K, N, U.data(), i1, i2, err.data(), uT);
   }
 
   // Back to natural row order; W now holds values on the quantization grid.
