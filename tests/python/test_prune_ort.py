@@ -66,13 +66,6 @@ pytestmark = pytest.mark.skipif(not (LLMOPT.exists() and RUNNER.exists()),
 
 
 @pytest.fixture(scope="module")
-def llama(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("models") / "tiny-llama.onnx"
-    subprocess.run([sys.executable, str(MODELS / "gen_tiny_llama.py"), "-o", str(path)], check=True)
-    return path
-
-
-@pytest.fixture(scope="module")
 def calib(tmp_path_factory) -> Path:
     """SAMPLES * SEQLEN token ids < 256 (the vocabulary): llmopt cuts exactly SAMPLES
     consecutive windows of SEQLEN from it."""

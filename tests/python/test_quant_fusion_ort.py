@@ -61,13 +61,6 @@ PIPELINES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def llama(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("models") / "tiny-llama.onnx"
-    subprocess.run([sys.executable, str(MODELS / "gen_tiny_llama.py"), "-o", str(path)], check=True)
-    return path
-
-
 def _llmopt_onnx(src: Path, pipeline: str, out: Path) -> onnx.ModelProto:
     calib = out.parent / "calib.ids"
     calib.write_text(" ".join(str(i) for i in np.random.default_rng(7).integers(0, 256, size=4 * 32)))

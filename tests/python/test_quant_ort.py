@@ -69,13 +69,6 @@ pytestmark = pytest.mark.skipif(not (LLMOPT.exists() and RUNNER.exists()),
                                 reason=f"{LLMOPT} or {RUNNER} not built")
 
 
-@pytest.fixture(scope="module")
-def llama(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("models") / "tiny-llama.onnx"
-    subprocess.run([sys.executable, str(MODELS / "gen_tiny_llama.py"), "-o", str(path)], check=True)
-    return path
-
-
 def _llmopt(*args: str) -> str:
     proc = subprocess.run([str(LLMOPT), *args], capture_output=True, text=True)
     if proc.returncode != 0:

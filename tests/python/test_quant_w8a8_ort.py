@@ -56,13 +56,6 @@ pytestmark = pytest.mark.skipif(not (LLMOPT.exists() and RUNNER.exists()),
                                 reason=f"{LLMOPT} or {RUNNER} not built")
 
 
-@pytest.fixture(scope="module")
-def llama(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("models") / "tiny-llama.onnx"
-    subprocess.run([sys.executable, str(MODELS / "gen_tiny_llama.py"), "-o", str(path)], check=True)
-    return path
-
-
 def _calib(d: Path) -> Path:
     """4 windows of 32 token ids below the tiny model's vocabulary (256)."""
     path = d / "calib.ids"
