@@ -71,6 +71,21 @@ Expected<TensorList> kMatMul(const Node &n, const InputList &in) {
   });
 }
 
+/// llmopt::MatMulBias: MatMul(a, b) + bias, bias broadcast numpy-style (fuse-matmul-bias).
+Expected<TensorList> kMatMulBias(const Node &n, const InputList &in) {
+  const Tensor &a = *in[0], &b = *in[1], &bias = *in[2];
+  if (a.dtype() != b.dtype() || bias.dtype() != a.dtype())
+    return nodeError(n, "input element types differ: {}, {} and {}", dtypeStr(a.dtype()),
+                     dtypeStr(b.dtype()), dtypeStr(bias.dtype()));
+  LLMOPT_ASSIGN_OR_RETURN(MatMulShape s, matmulShape(n, a.shape(), b.shape()));
+  LLMOPT_ASSIGN_OR_RETURN(Shape out, broadcastShapes(n, {&s.out, &bias.shape()}));
+  return visitFloat(n, a.dtype(), [&](auto tag) -> Expected<TensorList> {
+    using T = decltype(tag);
+    Tensor y = matmulTyped<T>(a, b, s, a.dtype());
+    return TensorList{mapBinary<T, T, T>(y, bias, out, a.dtype(), [](T u, T v) { return u + v; })};
+  });
+}
+
 /// A 2-D tensor transposed into a new contiguous tensor.
 Tensor transpose2d(const Tensor &t) {
   const Shape out{t.shape()[1], t.shape()[0]};
@@ -140,6 +155,7 @@ void addMatMulKernels(KernelTable &t) {
   t.push_back({OpKind::MatMul, kMatMul, 1, kMax, true});
   t.push_back({OpKind::Gemm, kGemm, 1, kMax, true});
   t.push_back({OpKind::MatMulInteger, kMatMulInteger});
+  t.push_back({OpKind::MatMulBias, kMatMulBias, 1, kMax, true});
   addEinsumKernel(t);
 }
 

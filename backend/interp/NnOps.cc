@@ -166,6 +166,21 @@ Expected<TensorList> kFastGelu(const Node &n, const InputList &in) {
   });
 }
 
+/// llmopt::SwiGLU: gate * sigmoid(gate) * up, broadcasting (fuse-swiglu).
+Expected<TensorList> kSwiGLU(const Node &n, const InputList &in) {
+  const Tensor &gate = *in[0], &up = *in[1];
+  if (gate.dtype() != up.dtype())
+    return nodeError(n, "gate and up must have one type, got {} and {}", dtypeStr(gate.dtype()),
+                     dtypeStr(up.dtype()));
+  LLMOPT_ASSIGN_OR_RETURN(Shape s, broadcastShapes(n, {&gate.shape(), &up.shape()}));
+  return visitFloat(n, gate.dtype(), [&](auto tag) -> Expected<TensorList> {
+    using T = decltype(tag);
+    return TensorList{mapBinary<T, T, T>(gate, up, s, gate.dtype(), [](T g, T u) {
+      return static_cast<T>(g / (T(1) + std::exp(-g)) * u);
+    })};
+  });
+}
+
 } // namespace
 
 void addNnKernels(KernelTable &t) {
@@ -178,6 +193,7 @@ void addNnKernels(KernelTable &t) {
   t.push_back({OpKind::Gelu, kGelu, 20, kMax, true});
   t.push_back({OpKind::MsGelu, kMsGelu, 1, kMax, true});
   t.push_back({OpKind::FastGelu, kFastGelu, 1, kMax, true});
+  t.push_back({OpKind::SwiGLU, kSwiGLU, 1, kMax, true});
 }
 
 } // namespace llmopt::interp

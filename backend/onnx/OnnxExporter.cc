@@ -17,6 +17,7 @@
 #include <google/protobuf/io/zero_copy_stream_impl.h>
 #include <onnx/onnx_pb.h>
 
+#include "backend/onnx/FusionLowering.h"
 #include "backend/onnx/QuantLowering.h"
 
 namespace llmopt {
@@ -96,6 +97,8 @@ public:
     onnx::ModelProto p;
     p.set_ir_version(m.irVersion);
     for (const auto &[domain, version] : m.opsets) {
+      if (domain == "llmopt") // llmopt's own ops are always written as standard ones
+        continue;
       auto *op = p.add_opset_import();
       op->set_domain(domain);
       op->set_version(version);
@@ -246,11 +249,11 @@ private:
     if (!g.doc.empty())
       gp->set_doc_string(g.doc);
     // Quantized constants are written by the lowering, in the form each consumer needs.
-    onnxw::QuantLowering lowering(
-        *model_, g, opts_,
-        {[this](const Value *v) { return name(v); }, [this](const std::string &b) { return fresh(b); },
-         [this, gp](const std::string &n, const Tensor &t) { return tensor(t, n, gp->add_initializer()); },
-         [this, gp](onnxw::EmittedNode e) { return emitted(std::move(e), gp->add_node()); }});
+    onnxw::LoweringSink sink{
+        [this](const Value *v) { return name(v); }, [this](const std::string &b) { return fresh(b); },
+        [this, gp](const std::string &n, const Tensor &t) { return tensor(t, n, gp->add_initializer()); },
+        [this, gp](onnxw::EmittedNode e) { return emitted(std::move(e), gp->add_node()); }};
+    onnxw::QuantLowering lowering(*model_, g, opts_, sink);
     for (Value *c : g.constants()) {
       if (!c->type().quant)
         LLMOPT_RETURN_IF_ERROR(constant(c, gp->add_initializer()));
@@ -260,8 +263,12 @@ private:
     }
     for (Value *in : g.inputs())
       valueInfo(in, gp->add_input());
+    onnxw::FusionLowering fusion(*model_, opts_, sink);
     for (const auto &n : g.nodes()) {
       LLMOPT_ASSIGN_OR_RETURN(bool lowered, lowering.lowerNode(*n));
+      if (!lowered) {
+        LLMOPT_ASSIGN_OR_RETURN(lowered, fusion.lowerNode(*n));
+      }
       if (!lowered)
         LLMOPT_RETURN_IF_ERROR(node(*n, gp->add_node()));
     }

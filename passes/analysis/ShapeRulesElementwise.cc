@@ -324,6 +324,7 @@ constexpr RuleEntry kRules[] = {
     // broadcasting
     {"", "Add", addRule}, {"", "Sub", subRule}, {"", "Mul", mulRule}, {"", "Div", divRule},
     {"", "Mod", modRule}, {"", "Max", maxRule}, {"", "Min", minRule}, {"", "Pow", pow},
+    {"llmopt", "SwiGLU", plainBroadcast},
     {"", "Sum", plainBroadcast}, {"", "Mean", plainBroadcast}, {"", "PRelu", plainBroadcast},
     {"", "BitShift", plainBroadcast}, {"", "BitwiseAnd", plainBroadcast},
     {"", "BitwiseOr", plainBroadcast}, {"", "BitwiseXor", plainBroadcast},

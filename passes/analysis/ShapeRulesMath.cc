@@ -386,7 +386,7 @@ Status msAttention(InferContext &c) {
 }
 
 constexpr RuleEntry kRules[] = {
-    {"", "MatMul", matmul},
+    {"", "MatMul", matmul}, {"llmopt", "MatMulBias", matmul},
     {"", "MatMulInteger", matmulInteger},
     {"", "QLinearMatMul", qlinearMatmul},
     {"", "Gemm", gemm},

@@ -1,0 +1,33 @@
+// Internal to the ONNX writer: writes the fused ops the fuse-* passes make (docs/fusion.md)
+// as ops the target runs.
+//
+//   either target:  llmopt::SwiGLU(g, u)             => Mul(Mul(g, Sigmoid(g)), u)
+//                   llmopt::MatMulBias(x, W, b)      => Add(MatMul(x, W), b)
+//   target onnx:    SimplifiedLayerNormalization     => RMSNormalization (opset >= 23), else
+//                                                       x * Reciprocal(Sqrt(ReduceMean(x^2) + eps)) * w
+//                   LayerNormalization (opset < 17)  => the mean / variance decomposition
+//                   com.microsoft::Gelu / FastGelu   => Gelu (opset >= 20), else erf / tanh forms
+//                   RotaryEmbedding, attention ops   => an error naming the op (no standard
+//                                                       form written yet; use --target=ort)
+// --target=ort writes ORT's contrib ops (and SimplifiedLayerNormalization) as they are.
+#pragma once
+
+#include "backend/onnx/QuantLowering.h"
+
+namespace llmopt::onnxw {
+
+class FusionLowering {
+public:
+  FusionLowering(const Model &m, const ExportOptions &opts, LoweringSink sink)
+      : model_(m), opts_(opts), sink_(std::move(sink)) {}
+  /// True when the lowering wrote node `n` (as other ops).
+  Expected<bool> lowerNode(const Node &n);
+
+private:
+  struct Emit;
+  const Model &model_;
+  const ExportOptions &opts_;
+  LoweringSink sink_;
+};
+
+} // namespace llmopt::onnxw

@@ -1,0 +1,158 @@
+"""The fusion passes end to end in ONNX Runtime (docs/fusion.md).
+
+On the bundled tiny Llama (with and without a KV cache) and tiny BERT, written by the same
+code as the real SmolLM2 / MiniLM conversions: every fuse-* pass and fuse-llm, for
+--target=ort and --target=onnx, gives a model that passes onnx.checker, contains the fused
+ops it should, and whose outputs in ORT match the original's in ORT within 1e-4 relative
+(max |fused - original| / max |original|). The KV-cache model is also run as a decode
+loop (prefill, then one token at a time) through GroupQueryAttention's present outputs.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from ortcheck import rel as _rel  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+BUILD = Path(os.environ.get("LLMOPT_BUILD", REPO / "build"))
+LLMOPT = BUILD / "bin" / "llmopt"
+MODELS = REPO / "tools" / "models"
+sys.path.insert(0, str(MODELS))
+
+import gen_tiny_llama  # noqa: E402
+
+REL_TOL = 1e-4
+
+
+def _gen(script: str, out: Path, *args: str) -> Path:
+    subprocess.run([sys.executable, str(MODELS / script), "-o", str(out), *args], check=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("fusion")
+    return {"llama": _gen("gen_tiny_llama.py", d / "llama.onnx"),
+            "llama_past": _gen("gen_tiny_llama.py", d / "llama_past.onnx", "--with-past"),
+            "bert": _gen("gen_tiny_bert.py", d / "bert.onnx")}
+
+
+def _fuse(src: Path, passes: str, out: Path, target: str = "ort") -> onnx.ModelProto:
+    proc = subprocess.run([str(LLMOPT), str(src), f"-passes={passes}", f"--target={target}",
+                           "-o", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    model = onnx.load(str(out))
+    _check(model)
+    return model
+
+
+def _check(model: onnx.ModelProto) -> None:
+    """onnx.checker, except that ORT's default-domain SimplifiedLayerNormalization (which
+    ORT's own transformer optimizer writes the same way) is checked as a custom-domain op:
+    the checker has no schema for it."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    for n in copy.graph.node:
+        if n.op_type == "SimplifiedLayerNormalization" and n.domain in ("", "ai.onnx"):
+            n.domain = "com.microsoft"
+    if not any(o.domain == "com.microsoft" for o in copy.opset_import):
+        copy.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
+    onnx.checker.check_model(copy)
+
+
+def _session(path: Path) -> ort.InferenceSession:
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.intra_op_num_threads = 2
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def _feeds(name: str, batch: int = 2, seq: int = 9) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(3)
+    ids = rng.integers(0, 256, size=(batch, seq), dtype=np.int64)
+    if name == "bert":
+        mask = np.ones((batch, seq), np.int64)
+        mask[1, seq - 3:] = 0  # padding in the second row
+        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+    feeds = {"input_ids": ids}
+    if name == "llama_past":
+        cfg = gen_tiny_llama.TINY_LLAMA
+        empty = np.zeros((batch, cfg.num_kv_heads, 0, cfg.head_dim), np.float32)
+        feeds.update({f"past_key_values.{i}.{k}": empty for i in range(cfg.num_layers)
+                      for k in ("key", "value")})
+    return feeds
+
+
+def _counts(model: onnx.ModelProto) -> collections.Counter[str]:
+    return collections.Counter(n.op_type for n in model.graph.node)
+
+
+LAYERS = gen_tiny_llama.TINY_LLAMA.num_layers
+CASES = [
+    ("llama", "fuse-rmsnorm", {"SimplifiedLayerNormalization": 2 * LAYERS + 1}),
+    ("llama", "fuse-swiglu", {"Sigmoid": LAYERS}),
+    ("llama", "fuse-rope", {"RotaryEmbedding": 2 * LAYERS}),
+    ("llama", "fuse-rope,fuse-attention", {"GroupQueryAttention": LAYERS, "Softmax": 0}),
+    ("llama", "fuse-llm", {"GroupQueryAttention": LAYERS, "SimplifiedLayerNormalization": 2 * LAYERS + 1}),
+    ("llama_past", "fuse-llm", {"GroupQueryAttention": LAYERS, "Softmax": 0}),
+    ("bert", "fuse-layernorm", {"LayerNormalization": 2 * 2 + 1}),
+    ("bert", "fuse-gelu", {"Gelu": 2, "Erf": 0}),
+    ("bert", "fuse-matmul-bias", {"MatMulBias": 0, "MatMul": 16}),
+    ("bert", "fuse-attention", {"MultiHeadAttention": 2, "Softmax": 0}),
+    ("bert", "fuse-llm", {"MultiHeadAttention": 2, "LayerNormalization": 5, "Gelu": 2}),
+]
+
+
+@pytest.mark.parametrize("name,passes,want", CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
+def test_fused_matches_original_in_ort(models: dict[str, Path], tmp_path: Path, name: str,
+                                       passes: str, want: dict[str, int]) -> None:
+    fused = _fuse(models[name], passes, tmp_path / "fused.onnx")
+    counts = _counts(fused)
+    for op, n in want.items():
+        assert counts[op] == n, (op, counts)
+    feeds = _feeds(name)
+    ref = _session(models[name]).run(None, feeds)
+    got = _session(tmp_path / "fused.onnx").run(None, feeds)
+    for r, g in zip(ref, got):
+        assert g.shape == r.shape
+        assert _rel(g, r) < REL_TOL, (passes, _rel(g, r))
+
+
+@pytest.mark.parametrize("name", ["llama", "bert"])
+def test_onnx_target_is_standard(models: dict[str, Path], tmp_path: Path, name: str) -> None:
+    """--target=onnx keeps only default-domain ops for the norms and activations."""
+    passes = "fuse-layernorm,fuse-rmsnorm,fuse-gelu,fuse-swiglu,fuse-matmul-bias"
+    fused = _fuse(models[name], passes, tmp_path / "std.onnx", target="onnx")
+    assert all(n.domain in ("", "ai.onnx") for n in fused.graph.node)
+    feeds = _feeds(name)
+    ref = _session(models[name]).run(None, feeds)
+    got = _session(tmp_path / "std.onnx").run(None, feeds)
+    for r, g in zip(ref, got):
+        assert _rel(g, r) < REL_TOL
+
+
+def test_decode_loop_through_gqa_cache(models: dict[str, Path], tmp_path: Path) -> None:
+    """Prefill 5 tokens then decode 4 one at a time on the fused KV-cache model: logits and
+    the cache match the original model's run the same way."""
+    _fuse(models["llama_past"], "fuse-llm", tmp_path / "fused.onnx")
+    ref_s, got_s = _session(models["llama_past"]), _session(tmp_path / "fused.onnx")
+    names = [o.name for o in ref_s.get_outputs()]
+    ids = np.random.default_rng(5).integers(0, 256, size=(2, 9), dtype=np.int64)
+    past_r = past_g = {k: v for k, v in _feeds("llama_past").items() if k != "input_ids"}
+    for chunk in [ids[:, :5]] + [ids[:, t:t + 1] for t in range(5, 9)]:
+        ro = ref_s.run(None, {"input_ids": chunk, **past_r})
+        go = got_s.run(None, {"input_ids": chunk, **past_g})
+        for r, g in zip(ro, go):
+            assert _rel(g, r) < REL_TOL
+        past_r = {n.replace("present", "past_key_values"): v for n, v in zip(names[1:], ro[1:])}
+        past_g = {n.replace("present", "past_key_values"): v for n, v in zip(names[1:], go[1:])}
