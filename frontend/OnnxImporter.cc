@@ -352,19 +352,26 @@ Expected<std::unique_ptr<Model>> importOnnxFile(const std::string &path,
   if (fs::is_directory(path, ec))
     return errorf("{}: is a directory, expected an .onnx file", path);
   LLMOPT_ASSIGN_OR_RETURN(auto file, MappedFile::open(path));
-  if (file->size() > static_cast<size_t>(INT_MAX))
+  std::string base = fs::absolute(fs::path(path)).parent_path().string();
+  return importOnnxBytes(file->data(), file->size(), base, path, opts);
+}
+
+Expected<std::unique_ptr<Model>> importOnnxBytes(const void *data, size_t size,
+                                                 const std::string &baseDir,
+                                                 const std::string &sourceName,
+                                                 const ImportOptions &opts) {
+  if (size > static_cast<size_t>(INT_MAX))
     return errorf("{}: {} bytes; a protobuf file is at most 2 GiB (store weights as external data)",
-                  path, file->size());
-  if (file->size() == 0)
-    return errorf("{}: file is empty, expected an ONNX ModelProto", path);
+                  sourceName, size);
+  if (size == 0)
+    return errorf("{}: file is empty, expected an ONNX ModelProto", sourceName);
   onnx::ModelProto proto;
-  google::protobuf::io::ArrayInputStream raw(file->data(), static_cast<int>(file->size()));
+  google::protobuf::io::ArrayInputStream raw(data, static_cast<int>(size));
   google::protobuf::io::CodedInputStream coded(&raw);
   coded.SetTotalBytesLimit(INT_MAX);
   if (!proto.ParseFromCodedStream(&coded) || !coded.ConsumedEntireMessage())
-    return errorf("{}: not a valid ONNX protobuf (truncated or corrupt file)", path);
-  std::string base = fs::absolute(fs::path(path)).parent_path().string();
-  return importOnnx(proto, base, path, opts);
+    return errorf("{}: not a valid ONNX protobuf (truncated or corrupt file)", sourceName);
+  return importOnnx(proto, baseDir, sourceName, opts);
 }
 
 Expected<std::unique_ptr<Model>> importOnnxText(const std::string &text,

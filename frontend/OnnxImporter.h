@@ -22,6 +22,12 @@ struct ImportOptions {
 /// tensor or field at fault.
 Expected<std::unique_ptr<Model>> importOnnxFile(const std::string &path,
                                                 const ImportOptions &opts = {});
+/// Parses serialized ModelProto bytes (at most 2 GiB) and converts them; `baseDir`
+/// resolves external data. The same path as importOnnxFile, minus the file.
+Expected<std::unique_ptr<Model>> importOnnxBytes(const void *data, size_t size,
+                                                 const std::string &baseDir,
+                                                 const std::string &sourceName,
+                                                 const ImportOptions &opts = {});
 /// Converts an already-parsed ModelProto; `baseDir` resolves external data.
 Expected<std::unique_ptr<Model>> importOnnx(const onnx::ModelProto &proto,
                                             const std::string &baseDir,
