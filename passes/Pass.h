@@ -52,6 +52,10 @@ struct PassContext {
   std::string target = "ort";
   /// Lines a pass wants in the --report output ("dce: removed 3 nodes").
   std::vector<std::string> reportLines;
+  /// Per-weight output error measured on the calibration data, by weight name: the
+  /// relative error tr(dW^T H dW) / tr(W^T H W) of the layer's output. Passes with a
+  /// Hessian fill it (GPTQ, SparseGPT); --report prints it per layer.
+  std::map<std::string, double> layerErrors;
 };
 
 class AnalysisManager;

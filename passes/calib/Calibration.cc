@@ -1,13 +1,10 @@
 // Calibration data, activation statistics and streamed Hessians (see Calibration.h).
 #include "passes/calib/Calibration.h"
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <fstream>
-#include <iostream>
 #include <sstream>
 #include <unordered_set>
 
@@ -16,6 +13,7 @@
 #include "backend/interp/Interpreter.h"
 #include "backend/interp/Linalg.h"
 #include "frontend/tokenizer/Tokenizer.h"
+#include "ir/Progress.h"
 
 namespace llmopt::calib {
 namespace {
@@ -202,8 +200,8 @@ Expected<Stats> collect(const Model &m, const std::vector<std::vector<int64_t>> 
     if (hessians)
       a.hessian.assign(static_cast<size_t>(K * K), 0.0);
   }
-  const bool tty = isatty(STDERR_FILENO);
-  const auto start = Clock::now();
+  Progress progress(hessians ? "calibration (Hessians)" : "calibration",
+                    static_cast<int64_t>(windows.size()), "windows");
   std::vector<float> scratchT, scratchH;
   interp::RunOptions ro;
   ro.threads = threads;
@@ -224,10 +222,9 @@ Expected<Stats> collect(const Model &m, const std::vector<std::vector<int64_t>> 
     LLMOPT_ASSIGN_OR_RETURN(std::vector<Tensor> outs, interp::run(m.graph(), inputs, ro));
     (void)outs;
     st.tokens += static_cast<int64_t>(windows[w].size());
-    if (tty)
-      std::cerr << fmt::format("\rcalibration: window {}/{}, {:.0f} s", w + 1, windows.size(),
-                               secondsSince(start))
-                << (w + 1 == windows.size() ? "\x1b[K\n" : "\x1b[K") << std::flush;
+    progress.update(static_cast<int64_t>(w + 1),
+                    fmt::format("{:.0f} tok/s", static_cast<double>(st.tokens) /
+                                                    std::max(progress.seconds(), 1e-9)));
   }
   st.windows = static_cast<int64_t>(windows.size());
   for (const Value *v : values)

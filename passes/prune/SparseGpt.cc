@@ -7,6 +7,7 @@
 
 #include <Eigen/Core>
 
+#include "ir/Progress.h"
 #include "passes/calib/Calibration.h"
 #include "passes/calib/InverseHessian.h"
 #include "passes/prune/Wanda.h"
@@ -172,6 +173,10 @@ Expected<PreservedAnalyses> runSparseGpt(Model &m, AnalysisManager &am, const Pa
   double logVsMag = 0, logVsWanda = 0, maxDamp = 0;
   int64_t measured = 0;
   std::string source = "none (no weights to prune)";
+  int64_t pruned = 0, total = 0;
+  for (const auto &kv : by.weights)
+    total += static_cast<int64_t>(kv.second.size());
+  Progress progress(pass, total, "weights");
   LLMOPT_RETURN_IF_ERROR(
       calib::forEachHessianGroup(m, am, by.acts, pass, [&](const calib::Stats &stats) -> Status {
         source = stats.source;
@@ -186,9 +191,13 @@ Expected<PreservedAnalyses> runSparseGpt(Model &m, AnalysisManager &am, const Pa
             if (!r)
               return r.status().withContext("weight '" + w.weight->name() + "'");
             compareErrors(t, r->pruned, as->hessian, p, logVsMag, logVsWanda, measured);
+            am.context().layerErrors[w.weight->name()] = quantpass::relativeHessianError(
+                t.view<float>().data(), r->pruned.view<float>().data(), t.shape()[0], t.shape()[1],
+                as->hessian);
             maxDamp = std::max(maxDamp, r->dampUsed);
             installPruned(w, std::move(r->pruned), st);
             done[i] = 1;
+            progress.update(++pruned);
           }
         }
         return Status::ok();

@@ -27,6 +27,17 @@ double hessianError(const float *a, const float *b, int64_t K, int64_t N,
   return s;
 }
 
+double hessianEnergy(const float *w, int64_t K, int64_t N, const std::vector<double> &h) {
+  const std::vector<float> zeros(static_cast<size_t>(K * N), 0.f);
+  return hessianError(w, zeros.data(), K, N, h);
+}
+
+double relativeHessianError(const float *original, const float *changed, int64_t K, int64_t N,
+                            const std::vector<double> &h) {
+  const double energy = hessianEnergy(original, K, N, h);
+  return energy > 0 ? hessianError(original, changed, K, N, h) / energy : 0.0;
+}
+
 Expected<GptqFactor> gptqFactor(const std::vector<double> &h, int64_t K, const GptqOptions &o) {
   if (static_cast<int64_t>(h.size()) != K * K)
     return internalErrorf("GPTQ: Hessian has {} entries for K = {}", h.size(), K);

@@ -72,5 +72,10 @@ Expected<GptqResult> gptqQuantize(const Tensor &w, const GptqFactor &f,
 /// difference of X a and X b over the rows that built h.
 double hessianError(const float *a, const float *b, int64_t K, int64_t N,
                     const std::vector<double> &h);
+/// tr(W^T H W): the summed squared output X w, the scale hessianError is relative to.
+double hessianEnergy(const float *w, int64_t K, int64_t N, const std::vector<double> &h);
+/// hessianError(original, changed) / hessianEnergy(original) (0 when the energy is 0).
+double relativeHessianError(const float *original, const float *changed, int64_t K, int64_t N,
+                            const std::vector<double> &h);
 
 } // namespace llmopt::quantpass

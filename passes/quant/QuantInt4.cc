@@ -4,6 +4,7 @@
 #include <cmath>
 #include <unordered_map>
 
+#include "ir/Progress.h"
 #include "passes/calib/Calibration.h"
 #include "passes/quant/Awq.h"
 #include "passes/quant/Gptq.h"
@@ -64,7 +65,8 @@ quantizeGptq(Model &m, AnalysisManager &am, const QuantInt4Options &o,
   go.damp = o.damp;
   go.actOrder = o.actOrder;
   double logRatio = 0, maxDamp = 0;
-  int64_t measured = 0;
+  int64_t measured = 0, quantized = 0;
+  Progress progress("gptq", static_cast<int64_t>(weights.size() - mixed.size()), "weights");
   LLMOPT_RETURN_IF_ERROR(calib::forEachHessianGroup(
       m, am, acts, "quant-int4", [&](calib::Stats &s) -> Status {
         for (const Value *a : acts) {
@@ -86,7 +88,14 @@ quantizeGptq(Model &m, AnalysisManager &am, const QuantInt4Options &o,
               ++measured;
             }
             maxDamp = std::max(maxDamp, r->dampUsed);
+            if (go.measure && r->outputError >= 0) {
+              const double energy = quantpass::hessianEnergy(t.view<float>().data(), t.shape()[0],
+                                                             t.shape()[1], as->hessian);
+              if (energy > 0)
+                am.context().layerErrors[w.weight->name()] = r->outputError / energy;
+            }
             quantpass::installQuantized(g, w, std::move(r->quantized), enc, st);
+            progress.update(++quantized);
           }
         }
         return Status::ok();

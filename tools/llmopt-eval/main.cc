@@ -2,7 +2,6 @@
 // interpreter: perplexity of a decoder (optionally KL / top-1 / logit error
 // against the original model) and sentence-embedding agreement of an encoder
 // against the original.
-#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -19,13 +18,13 @@
 #include "backend/interp/Interpreter.h"
 #include "frontend/ModelLoader.h"
 #include "frontend/tokenizer/Tokenizer.h"
+#include "ir/Progress.h"
 #include "tools/llmopt-eval/Metrics.h"
 
 namespace llmopt {
 namespace {
 
 namespace fs = std::filesystem;
-using Clock = std::chrono::steady_clock;
 
 const char *kUsage = "usage: llmopt-eval MODEL [MODEL...] --ppl TEXT --tokenizer T [--context N] [--stride "
                      "N]\n"
@@ -163,35 +162,19 @@ Expected<std::string> readText(const std::string &path) {
   return ss.str();
 }
 
-/// A progress line on stderr, redrawn in place on a terminal; otherwise only
-/// the final line.
-class Progress {
+/// The shared progress bar (ir/Progress.h) with the token rate as its detail.
+class TokenProgress {
 public:
-  Progress(std::string what, int64_t total)
-      : what_(std::move(what)), total_(total), tty_(isatty(STDERR_FILENO)), start_(Clock::now()) {}
+  TokenProgress(std::string what, int64_t total) : bar_(std::move(what), total, "") {}
   /// `done` units finished, `tokens` processed so far.
   void update(int64_t done, int64_t tokens) {
-    double secs = seconds();
-    double rate = secs > 0 ? tokens / secs : 0;
-    double eta = done ? secs / done * (total_ - done) : 0;
-    int width = 30, fill = total_ ? static_cast<int>(width * done / total_) : width;
-    std::string line = fmt::format("{} [{}{}] {}/{}  {:.0f} tok/s  {:.0f} s elapsed", what_,
-                                   std::string(fill, '#'), std::string(width - fill, '.'), done,
-                                   total_, rate, secs);
-    if (done < total_)
-      line += fmt::format(", ETA {:.0f} s", eta);
-    if (tty_)
-      std::cerr << "\r" << line << "\x1b[K" << (done == total_ ? "\n" : "") << std::flush;
-    else if (done == total_)
-      std::cerr << line << "\n";
+    const double secs = bar_.seconds();
+    bar_.update(done, fmt::format("{:.0f} tok/s", secs > 0 ? static_cast<double>(tokens) / secs : 0.0));
   }
-  double seconds() const { return std::chrono::duration<double>(Clock::now() - start_).count(); }
+  double seconds() const { return bar_.seconds(); }
 
 private:
-  std::string what_;
-  int64_t total_;
-  bool tty_;
-  Clock::time_point start_;
+  Progress bar_;
 };
 
 /// A loaded graph with the positions of the inputs and outputs llmopt-eval
@@ -340,7 +323,7 @@ Expected<nlohmann::json> runPpl(const Options &o, const tok::Tokenizer &tk, int 
   int64_t ri = refLoaded ? refLoaded->second : -1;
 
   std::vector<eval::LogitStats> stats(models.size());
-  Progress bar("ppl", static_cast<int64_t>(windows.size()));
+  TokenProgress bar("ppl", static_cast<int64_t>(windows.size()));
   int64_t tokensRun = 0;
   for (size_t wi = 0; wi < windows.size(); ++wi) {
     const eval::Window &w = windows[wi];
@@ -451,7 +434,7 @@ Expected<nlohmann::json> runEmbed(const Options &o, const tok::Tokenizer &tk, in
     LLMOPT_ASSIGN_OR_RETURN(ref, load(o.reference));
   }
   std::vector<std::vector<float>> mine, theirs;
-  Progress bar("embed", static_cast<int64_t>(lines.size()));
+  TokenProgress bar("embed", static_cast<int64_t>(lines.size()));
   int64_t tokens = 0;
   for (size_t i = 0; i < lines.size(); ++i) {
     std::vector<int32_t> ids32 = tk.encode(lines[i], /*addSpecialTokens=*/true);

@@ -54,6 +54,10 @@ const std::vector<Flag> &flags() {
        [](Options &o, const std::string &) { o.listPasses = true; return Status::ok(); }},
       {"report", "[text|json]", "print size by dtype, node counts by op, pass findings",
        setReport},
+      {"report-json", "FILE", "write the report as JSON to FILE (per-layer rows included)",
+       [](Options &o, const std::string &v) { o.reportJson = v; return Status::ok(); }},
+      {"report-plot", "FILE.svg", "write a per-layer chart (bits per weight, output error) as SVG",
+       [](Options &o, const std::string &v) { o.reportPlot = v; return Status::ok(); }},
       {"print-ir", nullptr, "print the IR after the pipeline (large constants elided)",
        [](Options &o, const std::string &) { o.printIr = true; return Status::ok(); }},
       {"print-ir-full", nullptr, "print the IR with every constant (parses back)",
@@ -85,6 +89,10 @@ const std::vector<Flag> &flags() {
       {"accuracy-level", "0|1|2|3|4", "MatMulNBits accuracy_level for --target=ort (default 4: int8 activations on CPU; 0: f32)",
        [](Options &o, const std::string &v) { return setCount(o.accuracyLevel, "accuracy-level", v, 0, 4); }},
       {"target", "ort|onnx", "what the ONNX writer targets (default ort)", setTarget},
+      {"quiet", nullptr, "print nothing but errors to stderr: no progress bars or notes (-q)",
+       [](Options &o, const std::string &) { o.verbosity = 0; return Status::ok(); }},
+      {"verbose", nullptr, "also say on stderr what is loaded, run and written (-v)",
+       [](Options &o, const std::string &) { o.verbosity = 2; return Status::ok(); }},
       {"help", nullptr, "print this help",
        [](Options &o, const std::string &) { o.help = true; return Status::ok(); }},
       {"version", nullptr, "print the version",
@@ -114,6 +122,10 @@ Expected<Options> parse(const std::vector<std::string> &args) {
     }
     if (body == "h")
       body = "help";
+    else if (body == "v")
+      body = "verbose";
+    else if (body == "q")
+      body = "quiet";
     const Flag *flag = nullptr;
     for (const Flag &f : flags())
       if (body == f.name)

@@ -15,7 +15,10 @@ struct Options {
   std::optional<std::string> passes;
   bool help = false, version = false, listPasses = false;
   bool printIr = false, printIrFull = false;
-  std::string report; ///< "", "text" or "json"
+  std::string report; ///< "", "text" or "json" (to stdout)
+  std::string reportJson; ///< --report-json FILE
+  std::string reportPlot; ///< --report-plot FILE.svg
+  int verbosity = 1;      ///< 0 --quiet, 1 normal, 2 -v
   bool printAfterAll = false, timePasses = false, verifyEach = false;
   std::vector<std::string> printAfter;
   std::vector<std::string> plugins;

@@ -1,6 +1,8 @@
 // llmopt: reads a model, runs a pass pipeline, writes the result and/or a report.
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 
 #include <fmt/format.h>
@@ -8,6 +10,7 @@
 #include "backend/onnx/OnnxExporter.h"
 #include "frontend/ModelLoader.h"
 #include "ir/Printer.h"
+#include "ir/Progress.h"
 #include "ir/Verifier.h"
 #include "passes/PassManager.h"
 #include "passes/analysis/Report.h"
@@ -49,7 +52,57 @@ void listPasses(const PassRegistry &reg) {
                            "rerun PIPELINE until it changes nothing (max N rounds, default 16)");
 }
 
+/// Writes `text` to `path` through a temporary file renamed into place.
+void writeFileAtomic(const std::string &path, const std::string &text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out || !(out << text) || !out.flush()) {
+      std::error_code ec;
+      fs::remove(tmp, ec);
+      throw errorf("{}: cannot write", path);
+    }
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) {
+    fs::remove(tmp, ec);
+    throw errorf("{}: cannot rename into place: {}", path, ec.message());
+  }
+}
+
+/// A note on stderr under -v.
+template <typename... Args> void note(fmt::format_string<Args...> f, Args &&...args) {
+  if (verbosity() == Verbosity::Verbose)
+    std::cerr << "llmopt: " << fmt::format(f, std::forward<Args>(args)...) << "\n";
+}
+
+double secondsSince(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+/// Errors from passes name the pass but not the model: add the input file.
+Status withInput(const Status &st, const std::string &input) {
+  if (st.message().rfind(input, 0) == 0)
+    return st;
+  return st.withContext(input);
+}
+
+void printTimings(const Instrumentation &instr) {
+  double total = 0;
+  for (const auto &t : instr.timings)
+    total += std::get<1>(t);
+  std::cerr << "=== pass timings ===\n";
+  for (const auto &[name, secs, runs] : instr.timings)
+    std::cerr << fmt::format("  {:>9.4f}s {:>5.1f}%  {} ({} runs)\n", secs,
+                             total > 0 ? 100.0 * secs / total : 0.0, name, runs);
+  std::cerr << fmt::format("  {:>9.4f}s total\n", total);
+}
+
 int run(const cli::Options &o) {
+  setVerbosity(o.verbosity == 0   ? Verbosity::Quiet
+               : o.verbosity == 1 ? Verbosity::Normal
+                                  : Verbosity::Verbose);
   if (o.help) {
     std::cout << cli::helpText();
     return 0;
@@ -63,6 +116,7 @@ int run(const cli::Options &o) {
     Status st = loadPassPlugin(plugin, reg);
     if (!st)
       throw st;
+    note("loaded plugin {}", plugin);
   }
   if (o.listPasses) {
     listPasses(reg);
@@ -71,7 +125,8 @@ int run(const cli::Options &o) {
   if (o.input.empty())
     throw errorf("no input model given; usage: llmopt INPUT [-passes=PIPELINE] [-o OUTPUT] "
                  "(see --help)");
-  if (o.output.empty() && !o.printIr && o.report.empty() && !o.passes)
+  const bool wantReport = !o.report.empty() || !o.reportJson.empty() || !o.reportPlot.empty();
+  if (o.output.empty() && !o.printIr && !wantReport && !o.passes)
     throw errorf("nothing to do: give -o OUTPUT, --print-ir or --report (see --help)");
   for (const std::string &name : o.printAfter)
     if (!reg.find(name))
@@ -90,10 +145,14 @@ int run(const cli::Options &o) {
     pipeline = parsed.take();
   }
 
+  auto t0 = std::chrono::steady_clock::now();
   auto loaded = loadModel(o.input);
   if (!loaded)
     throw loaded.status();
   std::unique_ptr<Model> model = loaded.take();
+  const ModelStats before = collectStats(*model);
+  note("loaded {}: {} nodes, {} parameters in {} bytes ({:.2f} s)", o.input, before.nodes,
+       before.params, before.bytes, secondsSince(t0));
 
   PassContext ctx;
   ctx.calibPath = o.calib;
@@ -104,26 +163,23 @@ int run(const cli::Options &o) {
   ctx.threads = o.threads;
   ctx.target = o.target;
   AnalysisManager am(ctx);
-  const ModelStats before = collectStats(*model);
   if (pipeline) {
+    t0 = std::chrono::steady_clock::now();
+    note("running {}", pipeline->pipelineText());
     auto pa = pipeline->run(*model, am);
     if (!pa)
-      throw pa.status();
+      throw withInput(pa.status(), o.input);
     Status st = verify(*model);
     if (!st)
       throw internalErrorf("the pipeline produced an invalid model: {}", st.message());
+    note("pipeline done in {:.2f} s", secondsSince(t0));
+    for (const std::string &line : am.context().reportLines)
+      note("  {}", line);
   }
-  if (instr.timePasses) {
-    double total = 0;
-    for (const auto &t : instr.timings)
-      total += std::get<1>(t);
-    std::cerr << "=== pass timings ===\n";
-    for (const auto &[name, secs, runs] : instr.timings)
-      std::cerr << fmt::format("  {:>9.4f}s {:>5.1f}%  {} ({} runs)\n", secs,
-                               total > 0 ? 100.0 * secs / total : 0.0, name, runs);
-    std::cerr << fmt::format("  {:>9.4f}s total\n", total);
-  }
+  if (instr.timePasses)
+    printTimings(instr);
   if (!o.output.empty()) {
+    t0 = std::chrono::steady_clock::now();
     model->setMetadata("llmopt.version", LLMOPT_VERSION);
     model->setMetadata("llmopt.pipeline", pipeline ? pipeline->pipelineText() : "");
     model->setMetadata("llmopt.input_hash", fileHash(o.input));
@@ -134,28 +190,38 @@ int run(const cli::Options &o) {
     Status st = saveOnnx(*model, o.output, eo);
     if (!st)
       throw st;
+    note("wrote {} ({} bytes, {:.2f} s)", o.output, fs::file_size(o.output), secondsSince(t0));
   }
   if (o.printIr) {
     PrintOptions po;
     po.elideLargeConstants = !o.printIrFull;
     std::cout << printModel(*model, po);
   }
-  if (!o.report.empty()) {
+  if (wantReport) {
     ModelStats s = collectStats(*model);
-    std::string title = fs::path(o.input).filename().string();
-    if (o.report == "json") {
-      std::cout << formatReportJson(*model, s, title);
-    } else {
-      std::cout << formatReport(*model, s, title);
-      if (pipeline) {
-        std::cout << "pipeline: " << pipeline->pipelineText() << "\n";
-        std::cout << fmt::format("  nodes {} -> {}, parameter bytes {} -> {}\n", before.nodes,
-                                 s.nodes, before.bytes, s.bytes);
-        for (const std::string &line : am.context().reportLines)
-          std::cout << "  " << line << "\n";
-      }
-      if (!o.output.empty())
-        std::cout << fmt::format("wrote {} ({} bytes)\n", o.output, fs::file_size(o.output));
+    ReportInfo info;
+    info.title = fs::path(o.input).filename().string();
+    if (pipeline) {
+      info.pipeline = pipeline->pipelineText();
+      info.before = before;
+      info.passLines = am.context().reportLines;
+    }
+    info.layers = collectLayers(*model, am.context().layerErrors);
+    if (!o.output.empty()) {
+      info.output = o.output;
+      info.outputBytes = static_cast<int64_t>(fs::file_size(o.output));
+    }
+    if (o.report == "json")
+      std::cout << formatReportJson(*model, s, info);
+    else if (o.report == "text")
+      std::cout << formatReport(*model, s, info);
+    if (!o.reportJson.empty()) {
+      writeFileAtomic(o.reportJson, formatReportJson(*model, s, info));
+      note("wrote {}", o.reportJson);
+    }
+    if (!o.reportPlot.empty()) {
+      writeFileAtomic(o.reportPlot, formatReportSvg(info));
+      note("wrote {}", o.reportPlot);
     }
   }
   return 0;
