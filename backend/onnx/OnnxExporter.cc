@@ -185,9 +185,18 @@ private:
       // Align each tensor to 64 bytes so mmapped weights suit SIMD loads.
       size_t pad = (64 - sink_->offset % 64) % 64;
       static const char zeros[64] = {};
-      if ((pad && std::fwrite(zeros, 1, pad, sink_->file) != pad) ||
-          std::fwrite(t.data(), 1, t.nbytes(), sink_->file) != t.nbytes())
+      if (pad && std::fwrite(zeros, 1, pad, sink_->file) != pad)
         return errorf("writing external data '{}': {}", sink_->location, std::strerror(errno));
+      // In 16 MiB pieces, dropping a mapped tensor's pages behind the write, so that even
+      // the largest tensor (an embedding table) never becomes resident as a whole.
+      constexpr size_t kPiece = size_t(16) << 20;
+      for (size_t done = 0; done < t.nbytes(); done += kPiece) {
+        const size_t n = std::min(kPiece, t.nbytes() - done);
+        if (std::fwrite(t.data() + done, 1, n, sink_->file) != n)
+          return errorf("writing external data '{}': {}", sink_->location, std::strerror(errno));
+        if (t.isMapped())
+          t.mapping()->release(t.mappingOffset() + done, n);
+      }
       sink_->offset += pad;
       tp->set_data_location(onnx::TensorProto::EXTERNAL);
       auto add = [&](const char *k, const std::string &v) {
@@ -199,11 +208,11 @@ private:
       add("offset", std::to_string(sink_->offset));
       add("length", std::to_string(t.nbytes()));
       sink_->offset += t.nbytes();
-      if (t.isMapped()) // written out: its pages need not stay resident
-        t.mapping()->release(t.mappingOffset(), t.nbytes());
       return Status::ok();
     }
     tp->set_raw_data(t.data(), t.nbytes());
+    if (t.isMapped()) // copied into the proto: the mapped pages need not stay resident too
+      t.mapping()->release(t.mappingOffset(), t.nbytes());
     return Status::ok();
   }
 
@@ -397,6 +406,19 @@ size_t constantBytes(const Graph &g) {
   return total;
 }
 
+/// True when some constant aliases a mapped file: a model read from external data (or
+/// whose quantized weights were spilled to disk), i.e. one meant to stream from disk.
+bool anyMapped(const Graph &g) {
+  for (Value *c : g.constants())
+    if (c->constant()->isMapped())
+      return true;
+  for (const auto &n : g.nodes())
+    for (Graph *sg : n->subgraphs())
+      if (anyMapped(*sg))
+        return true;
+  return false;
+}
+
 /// A temporary file beside `target`, removed on destruction unless committed.
 class TempFile {
 public:
@@ -464,7 +486,11 @@ Status saveOnnx(const Model &m, const std::string &path, const ExportOptions &op
   fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
   if (!fs::is_directory(dir, ec))
     return errorf("{}: output directory '{}' does not exist", path, dir.string());
-  const bool external = opts.externalData || constantBytes(m.graph()) >= opts.autoExternalBytes;
+  // External data when asked, when the weights approach protobuf's 2 GiB limit, or when the
+  // model streams from disk (its weights are mapped): then the writer streams them out too,
+  // one tensor at a time, instead of holding a second copy of every weight in the proto.
+  const bool external = opts.externalData ||
+                        constantBytes(m.graph()) >= opts.autoExternalBytes || anyMapped(m.graph());
   ExternalSink sink;
   std::unique_ptr<TempFile> dataTmp;
   std::string dataPath;

@@ -15,7 +15,8 @@ struct ExportOptions {
   /// Tensors of at least this many bytes go to the external data file when external
   /// data is in use.
   size_t externalThreshold = 1024;
-  /// Force external data (otherwise used only when the weights exceed `autoExternalBytes`).
+  /// Force external data (otherwise used only when the weights exceed `autoExternalBytes`
+  /// or some are mapped from a file: a model read with external data keeps that form).
   bool externalData = false;
   size_t autoExternalBytes = size_t(1800) << 20;
   /// File name of the external data, next to the model; default "<model file>.data".

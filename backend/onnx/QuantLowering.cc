@@ -145,6 +145,17 @@ Status QuantLowering::dequantizeTransposed(const Node &transpose, const Value *q
   return sink_.node(std::move(dq));
 }
 
+/// Drops the resident pages of a mapped (spilled or external-data) tensor and its scales
+/// and zero points: a hint, the data stays readable.
+static void releasePages(const Tensor &t) {
+  if (t.isMapped())
+    t.mapping()->release(t.mappingOffset(), t.nbytes());
+  if (t.scales)
+    releasePages(*t.scales);
+  if (t.zeroPoints)
+    releasePages(*t.zeroPoints);
+}
+
 Expected<const QuantLowering::NBitsNames *> QuantLowering::nbits(const Value *q) {
   auto it = nbits_.find(q);
   if (it != nbits_.end())
@@ -159,6 +170,7 @@ Expected<const QuantLowering::NBitsNames *> QuantLowering::nbits(const Value *q)
                                 /*packTwoBit=*/!gathered);
   if (!w)
     return w.status().withContext("constant '" + q->name() + "'");
+  releasePages(*q->constant()); // read once; its MatMulNBits form is what gets written
   NBitsNames names;
   names.layout = w->layout;
   Status st;

@@ -4,8 +4,12 @@
 #include <algorithm>
 #include <atomic>
 #include <bit>
+#include <cerrno>
+#include <cstdlib>
+#include <filesystem>
 #include <optional>
 #include <thread>
+#include <unistd.h>
 
 #include "passes/cleanup/Opset.h"
 #include "passes/quant/Hqq.h"
@@ -220,6 +224,55 @@ quantizeMatMulWeights(Graph &g,
   return st;
 }
 
+namespace {
+
+/// `n` bytes written to an unlinked temporary file and mapped back read-only; null when
+/// that fails (no space, no temporary directory).
+std::shared_ptr<const MappedFile> spillBytes(const uint8_t *data, size_t n) {
+  std::error_code ec;
+  std::string path = (std::filesystem::temp_directory_path(ec) / "llmopt-spill-XXXXXX").string();
+  if (ec)
+    return nullptr;
+  int fd = ::mkstemp(path.data());
+  if (fd < 0)
+    return nullptr;
+  bool ok = true;
+  for (size_t done = 0; ok && done < n;) {
+    ssize_t w = ::write(fd, data + done, n - done);
+    if (w < 0 && errno == EINTR)
+      continue;
+    ok = w > 0;
+    done += ok ? static_cast<size_t>(w) : 0;
+  }
+  ::close(fd);
+  std::shared_ptr<const MappedFile> mapped;
+  if (ok)
+    if (auto file = MappedFile::open(path); file)
+      mapped = file.take();
+  ::unlink(path.c_str()); // the mapping keeps the data until the last tensor lets go
+  return mapped;
+}
+
+/// `t` (with its scales and zero points) moved to the page cache: an unlinked temporary
+/// file mapped back read-only. A quantized model read from mapped external data then
+/// keeps its quantized weights in reclaimable file pages, not in anonymous memory, and the
+/// writer drops each tensor's pages once written, so peak RSS follows one layer rather
+/// than the model (bench/peak_rss.py). Returns `t` unchanged when spilling fails: this is
+/// a memory optimisation, never a change of the data.
+std::shared_ptr<Tensor> spill(std::shared_ptr<Tensor> t) {
+  if (!t || t->dtype() == DType::String || t->nbytes() == 0)
+    return t;
+  auto file = spillBytes(t->data(), t->nbytes());
+  if (!file)
+    return t;
+  auto out = std::make_shared<Tensor>(Tensor::fromMapping(t->dtype(), t->shape(), file, 0));
+  out->scales = spill(t->scales);
+  out->zeroPoints = spill(t->zeroPoints);
+  return out;
+}
+
+} // namespace
+
 void installQuantized(Graph &g, const MatMulWeight &w, Tensor q, const QuantEncoding &enc,
                       WeightQuantStats &st) {
   const Tensor &t = *w.weight->constant();
@@ -228,7 +281,10 @@ void installQuantized(Graph &g, const MatMulWeight &w, Tensor q, const QuantEnco
   st.bytesBefore += storedBytes(t);
   st.bytesAfter += storedBytes(q);
   // Drop the f32 original now (and its mapped pages), so peak memory follows one layer.
+  // A mapped original means a model streamed from disk: its quantized form goes to disk too.
   const std::shared_ptr<Tensor> original = w.weight->constant();
+  if (original->isMapped())
+    q = std::move(*spill(std::make_shared<Tensor>(std::move(q))));
   replaceWithQuantized(g, w.weight, std::move(q), enc);
   g.removeUnusedConstants();
   if (original->isMapped() && original.use_count() == 1)
