@@ -4,6 +4,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "frontend/InputChecks.h"
 #include "frontend/OnnxImporter.h"
 #include "ir/Parser.h"
 #include "ir/Verifier.h"
@@ -24,7 +25,7 @@ static Expected<std::string> readText(const std::string &path) {
   return ss.str();
 }
 
-Expected<std::unique_ptr<Model>> loadModel(const std::string &path) {
+static Expected<std::unique_ptr<Model>> loadUnchecked(const std::string &path) {
   if (endsWith(path, ".llir")) {
     LLMOPT_ASSIGN_OR_RETURN(std::string text, readText(path));
     LLMOPT_ASSIGN_OR_RETURN(auto m, parseModel(text, path));
@@ -39,6 +40,12 @@ Expected<std::unique_ptr<Model>> loadModel(const std::string &path) {
     return m;
   }
   return importOnnxFile(path);
+}
+
+Expected<std::unique_ptr<Model>> loadModel(const std::string &path) {
+  LLMOPT_ASSIGN_OR_RETURN(auto m, loadUnchecked(path));
+  LLMOPT_RETURN_IF_ERROR(checkInputModel(*m, path));
+  return m;
 }
 
 } // namespace llmopt

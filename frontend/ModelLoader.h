@@ -9,7 +9,8 @@
 namespace llmopt {
 
 /// `.llir`: llmopt IR text; `.onnxtxt`: ONNX text syntax; anything else: an ONNX
-/// protobuf file (external data next to it). The result has passed the verifier.
+/// protobuf file (external data next to it). The result has passed the verifier and
+/// checkInputModel (finite weights, known ops, outputs).
 Expected<std::unique_ptr<Model>> loadModel(const std::string &path);
 
 } // namespace llmopt

@@ -102,6 +102,14 @@ DimExpr equal(const DimExpr &a, const DimExpr &b) {
 Status broadcasting(InferContext &c, DType outElem,
                     DimExpr (*fold)(const DimExpr &, const DimExpr &) = nullptr) {
   LLMOPT_ASSIGN_OR_RETURN(auto dims, broadcastInputs(c));
+  // ONNX types every operand of these ops with one T: f32 + i64 is a malformed model.
+  for (size_t i = 1; i < c.numInputs() && c.node.domain().empty(); ++i)
+    for (size_t j = 0; j < i; ++j)
+      if (c.has(i) && c.has(j) && c.elem(i) != DType::Undefined && c.elem(j) != DType::Undefined &&
+          c.elem(i) != c.elem(j) && !c.type(i).quant && !c.type(j).quant)
+        return c.error(fmt::format("input #{} is {} but input #{} is {}; the operands must have "
+                                   "one element type",
+                                   j, dtypeName(c.elem(j)), i, dtypeName(c.elem(i))));
   DType elem = outElem;
   for (size_t i = 0; i < c.numInputs() && elem == DType::Undefined; ++i)
     elem = c.elem(i);
