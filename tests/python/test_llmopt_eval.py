@@ -191,9 +191,12 @@ def test_max_tokens_and_text_output(files):
                  "--context", "64", "--max-tokens", "130")
     assert "126 tokens scored in 2 windows (context 64, stride 64)" in proc.stdout
     assert "perplexity:" in proc.stdout
-    # stderr is not a TTY here: only the progress bar's final line.
+    # stderr is not a TTY here: plain progress lines (ir/Progress.h), here only the last.
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("ppl [") and "2/2" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("ppl: 2/2 ") and "tok/s" in lines[0]
+    quiet = _eval(files["llama"], "--ppl", files["text"], "--tokenizer", files["btok"],
+                  "--context", "64", "--max-tokens", "130", "--quiet")
+    assert quiet.stderr == "" and "perplexity:" in quiet.stdout
 
 
 def test_reference_self_is_exact(files):

@@ -29,7 +29,7 @@ namespace fs = std::filesystem;
 const char *kUsage = "usage: llmopt-eval MODEL [MODEL...] --ppl TEXT --tokenizer T [--context N] [--stride "
                      "N]\n"
                      "                   [--max-tokens N] [--bos] [--reference ORIG] [--json] "
-                     "[--threads N]\n"
+                     "[--threads N] [--quiet]\n"
                      "       llmopt-eval MODEL --embed TEXT --tokenizer T [--max-lines N] "
                      "[--reference ORIG]\n"
                      "                   [--json] [--threads N]\n\n"
@@ -61,7 +61,9 @@ const char *kUsage = "usage: llmopt-eval MODEL [MODEL...] --ppl TEXT --tokenizer
                      "                   mean cosine and nearest-neighbour agreement (--embed)\n"
                      "  --json           one JSON object with every figure and setting on "
                      "stdout\n"
-                     "  --threads N      interpreter threads (default: all cores)\n\n"
+                     "  --threads N      interpreter threads (default: all cores)\n"
+                     "  --quiet, -q      no progress on stderr (a bar on a terminal, plain "
+                     "lines otherwise)\n\n"
                      "Windows: only full windows of --context tokens are scored (the shorter "
                      "tail is dropped,\n"
                      "unless the text is shorter than one window); a window's first token is "
@@ -125,6 +127,8 @@ Expected<Options> parse(int argc, char **argv) {
       o.bos = true;
     } else if (a == "--json") {
       o.json = true;
+    } else if (a == "--quiet" || a == "-q") {
+      setVerbosity(Verbosity::Quiet);
     } else if (a == "--help" || a == "-h") {
       std::cout << kUsage;
       std::exit(0);
