@@ -56,7 +56,8 @@ std::string formatReportSvg(const ReportInfo &info) {
     }
   }
   maxBits = std::ceil(maxBits / 4) * 4;
-  const int left = 60, right = 20, top = 40, panel = 200, gap = 40, labels = 150;
+  // Labels are rotated 60 degrees below the bars: room below and to the right for 28 characters.
+  const int left = 60, right = 100, top = 40, panel = 200, gap = 40, labels = 170;
   const int bar = std::clamp(900 / std::max(n, 1), 6, 24);
   const int width = std::max(480, left + right + n * bar);
   const int errTop = top + panel + gap;
