@@ -233,14 +233,15 @@ private:
   }
 
   Outcome multiHead(Node *root, Side &qs, Side &ks, Side &vs, Value *pad, float fill, float scale) {
-    Value *kpm = nullptr;
-    if (pad) {
-      kpm = pad;
-      if (pad->type().elem != DType::I32) {
+    Value *kpm = pad;
+    if (pad && pad->type().elem != DType::I32) { // one Cast per mask, shared by the layers
+      Value *&cast = masks_[pad];
+      if (!cast) {
         Node *c = add(OpKind::Cast, {pad}, root, "key_padding_mask");
         c->setAttr(Attribute::makeInt("to", static_cast<int64_t>(DType::I32)));
-        kpm = c->output();
+        cast = c->output();
       }
+      kpm = cast;
     }
     Node *f = replaceWith(root, OpKind::MultiHeadAttention, {qs.x3, ks.x3, vs.x3, nullptr, kpm});
     f->setAttr(Attribute::makeInt("num_heads", qs.heads));
@@ -254,6 +255,7 @@ private:
   Model &m_;
   Graph &g_;
   std::map<Value *, std::pair<Value *, Value *>> lengths_;
+  std::map<Value *, Value *> masks_;
 };
 
 } // namespace
