@@ -87,16 +87,22 @@ public:
     if (!slicesLast(*x1->producer(), 0, half, rank - 1) ||
         !slicesLast(*x2->producer(), half, -1, rank - 1))
       return reject(fmt::format("the Slices of '{}' are not its two halves", x->name()));
+    Caches c{};
     Value *f = duplicatedFreqs(cos, OpKind::Cos);
-    if (!f || f != duplicatedFreqs(sin, OpKind::Sin))
-      return reject("cos/sin are not Cos/Sin of one duplicated frequency tensor");
-    // cos broadcasts as [1, 1, S, H]: only the sequence axis may vary.
-    if (cos->type().rank() != 4 || staticDim(cos, 0) != 1 || staticDim(cos, 1) != 1 ||
-        sin->type().rank() != 4 || staticDim(sin, 0) != 1 || staticDim(sin, 1) != 1)
-      return reject("cos/sin are not [1, 1, S, H] (per-batch positions or another layout)");
-    if (staticDim(f, f->type().rank() - 1) != half)
-      return reject("the frequency tensor is not [.., S, H/2]");
-    Caches c = caches(f, root, half);
+    if (f && f == duplicatedFreqs(sin, OpKind::Sin)) {
+      // cos broadcasts as [1, 1, S, H]: only the sequence axis may vary.
+      if (cos->type().rank() != 4 || staticDim(cos, 0) != 1 || staticDim(cos, 1) != 1 ||
+          sin->type().rank() != 4 || staticDim(sin, 0) != 1 || staticDim(sin, 1) != 1)
+        return reject("cos/sin are not [1, 1, S, H] (per-batch positions or another layout)");
+      if (staticDim(f, f->type().rank() - 1) != half)
+        return reject("the frequency tensor is not [.., S, H/2]");
+      c = caches(f, half);
+    } else if (auto t = tables(cos, sin, half)) {
+      c = *t;
+    } else {
+      return reject("cos/sin are neither Cos/Sin of one duplicated frequency tensor nor rows "
+                    "of constant tables with equal halves");
+    }
     Node *rope = replaceWith(root, OpKind::RotaryEmbedding, {x, c.pos, c.cos, c.sin});
     rope->setAttr(Attribute::makeInt("interleaved", 0));
     ensureOpset(m_, "com.microsoft");
@@ -106,7 +112,7 @@ public:
 private:
   /// Position offset 0 and the [S, H/2] cos / sin caches of `f`, made once per `f`
   /// (just after f's producer, so every user is dominated).
-  Caches caches(Value *f, Node *root, int64_t half) {
+  Caches caches(Value *f, int64_t half) {
     auto it = caches_.find(f);
     if (it != caches_.end())
       return it->second;
@@ -125,9 +131,56 @@ private:
       return r->output();
     };
     Caches c{pos, cache(OpKind::Cos, "cos"), cache(OpKind::Sin, "sin")};
-    (void)root;
     caches_.emplace(f, c);
     return c;
+  }
+
+  /// Older HF exports: %cos = Unsqueeze(Gather(%cos_table, %position_ids), [1]) with a
+  /// constant [P, H] table whose halves are equal (likewise %sin, same positions). The
+  /// caches are the tables' first halves; position_ids pass through.
+  std::optional<Caches> tables(Value *cos, Value *sin, int64_t half) {
+    auto rows = [](Value *c) -> Node * {
+      Node *n = c->producer();
+      if (n && n->is(OpKind::Unsqueeze)) {
+        auto axes = n->hasAttr("axes") ? std::optional(n->attrInts("axes"))
+                                       : sliceArg(*n, 1, "axes");
+        if (axes != std::vector<int64_t>{1})
+          return nullptr;
+        n = n->input(0)->producer();
+      }
+      return n && n->is(OpKind::Gather) && n->attrInt("axis", 0) == 0 && n->input(0)->isConstant()
+                 ? n
+                 : nullptr;
+    };
+    Node *gc = rows(cos), *gs = rows(sin);
+    if (!gc || !gs || gc->input(1) != gs->input(1) || gc->input(1)->type().rank() != 2 ||
+        gc->input(1)->type().elem != DType::I64)
+      return std::nullopt;
+    auto key = std::make_pair(gc->input(0), gs->input(0));
+    if (auto it = tables_.find(key); it != tables_.end())
+      return Caches{gc->input(1), it->second.first, it->second.second};
+    auto firstHalf = [&](const Tensor &t) -> std::optional<Tensor> {
+      if (t.dtype() != DType::F32 || t.rank() != 2 || t.shape()[1] != 2 * half)
+        return std::nullopt;
+      const std::vector<float> v = t.toFloats();
+      std::vector<float> out;
+      for (int64_t r = 0; r < t.shape()[0]; ++r)
+        for (int64_t i = 0; i < half; ++i) {
+          const float a = v[static_cast<size_t>(r * 2 * half + i)];
+          if (a != v[static_cast<size_t>(r * 2 * half + half + i)])
+            return std::nullopt;
+          out.push_back(a);
+        }
+      return Tensor::fromVector<float>(DType::F32, {t.shape()[0], half}, out);
+    };
+    auto ct = firstHalf(*gc->input(0)->constant()), st = firstHalf(*gs->input(0)->constant());
+    if (!ct || !st)
+      return std::nullopt;
+    Graph &g = m_.graph();
+    Value *cc = g.addConstant(g.freshName("cos_cache"), std::move(*ct));
+    Value *sc = g.addConstant(g.freshName("sin_cache"), std::move(*st));
+    tables_[key] = {cc, sc};
+    return Caches{gc->input(1), cc, sc};
   }
 
   static Node *nextNode(Node *n) {
@@ -140,6 +193,7 @@ private:
 
   Model &m_;
   std::map<Value *, Caches> caches_;
+  std::map<std::pair<Value *, Value *>, std::pair<Value *, Value *>> tables_;
 };
 
 } // namespace

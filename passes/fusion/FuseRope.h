@@ -15,11 +15,15 @@ namespace llmopt {
 ///   %y  = com.microsoft::RotaryEmbedding(%x, [0], Reshape(Cos(%f), [-1, H/2]),
 ///                                        Reshape(Sin(%f), [-1, H/2]))  {interleaved=0}
 ///
+/// Or, as older HF exports write it, %cos = Unsqueeze(Gather(%cos_table, %position_ids), [1])
+/// with a constant [P, H] table of equal halves: the caches are the tables' first halves
+/// and position_ids pass through.
+///
 /// The caches hold the positions the graph computed (row s = the s-th query of this
 /// call), so position_ids is the single offset 0; they are built once per %f and shared
 /// by every layer. Mul/Add operands in either order. Not lifted (counted as near-misses
-/// where the rotate-half core matched): cos/sin that are not Cos/Sin of a duplicated
-/// frequency tensor, frequencies that vary over the batch, a [B, S, N, H] layout.
+/// where the rotate-half core matched): cos/sin of neither form, frequencies that vary over
+/// the batch, a [B, S, N, H] layout; interleaved RoPE is not matched.
 class FuseRopePass : public Pass {
 public:
   std::string_view name() const override { return "fuse-rope"; }
