@@ -15,6 +15,7 @@
 #include "passes/PassManager.h"
 #include "passes/analysis/Report.h"
 #include "tools/llmopt/CommandLine.h"
+#include "tools/llmopt/LayerErrors.h"
 
 #ifndef LLMOPT_VERSION
 #define LLMOPT_VERSION "0.0.0"
@@ -205,6 +206,14 @@ int run(const cli::Options &o) {
       info.pipeline = pipeline->pipelineText();
       info.before = before;
       info.passLines = am.context().reportLines;
+    }
+    if (pipeline && !o.calib.empty()) {
+      // Weights the passes changed without measuring it get their error here.
+      t0 = std::chrono::steady_clock::now();
+      Status st = measureLayerErrors(o.input, *model, am.context(), am.context().layerErrors);
+      if (!st)
+        throw withInput(st, o.input);
+      note("measured per-layer output errors ({:.2f} s)", secondsSince(t0));
     }
     info.layers = collectLayers(*model, am.context().layerErrors);
     if (!o.output.empty()) {
