@@ -51,7 +51,8 @@ struct FusionLowering::Emit {
 
 Expected<bool> FusionLowering::lowerNode(const Node &n) {
   const bool llmoptOp = n.is(OpKind::SwiGLU) || n.is(OpKind::MatMulBias);
-  const bool contrib = n.is(OpKind::SimplifiedLayerNormalization) || n.is(OpKind::MsGelu) ||
+  const bool skip = n.is(OpKind::SkipSimplifiedLayerNormalization);
+  const bool contrib = n.is(OpKind::SimplifiedLayerNormalization) || skip || n.is(OpKind::MsGelu) ||
                        n.is(OpKind::FastGelu) || n.is(OpKind::LayerNormalization) ||
                        n.is(OpKind::RotaryEmbedding) || n.is(OpKind::GroupQueryAttention) ||
                        n.is(OpKind::MultiHeadAttention);
@@ -61,7 +62,7 @@ Expected<bool> FusionLowering::lowerNode(const Node &n) {
   if (n.is(OpKind::LayerNormalization) && opset >= 17)
     return false;
   for (size_t i = 1; i < n.numOutputs(); ++i)
-    if (n.output(i)->hasUses() || n.output(i)->isGraphOutput())
+    if ((n.output(i)->hasUses() || n.output(i)->isGraphOutput()) && !(skip && i == 3))
       return errorf("node '{}' ({}): output {} is used; --target=onnx writes only the first output",
                     n.name(), n.qualifiedOpType(), i);
   auto in = [&](size_t i) { return sink_.name(n.input(i)); };
@@ -77,17 +78,28 @@ Expected<bool> FusionLowering::lowerNode(const Node &n) {
   case OpKind::MatMulBias:
     e.op("Add", {e.op("MatMul", {in(0), in(1)}), in(2)}, {}, out);
     break;
+  case OpKind::SkipSimplifiedLayerNormalization:
   case OpKind::SimplifiedLayerNormalization: {
     if (n.attrInt("axis", -1) != -1)
       return errorf("node '{}': only axis -1 is written for --target=onnx", n.name());
+    std::string x = in(0), scale = in(1);
+    if (skip) { // the residual sum (output 3) first, then the norm of it
+      Value *sum = n.numOutputs() > 3 ? n.output(3) : nullptr;
+      const bool used = sum && (sum->hasUses() || sum->isGraphOutput());
+      x = e.op("Add", {in(0), in(1)}, {}, used ? sink_.name(sum) : std::string());
+      if (n.numInputs() > 3 && n.input(3))
+        return errorf("node '{}': a SkipSimplifiedLayerNormalization bias is not written for "
+                      "--target=onnx", n.name());
+      scale = in(2);
+    }
     if (opset >= 23) {
-      e.op("RMSNormalization", {in(0), in(1)},
+      e.op("RMSNormalization", {x, scale},
            attrs(Attribute::makeInt("axis", -1), Attribute::makeFloat("epsilon", eps)), out);
       break;
     }
-    std::string ms = e.axesLast("ReduceMean", e.op("Mul", {in(0), in(0)}), opset);
-    std::string inv = e.op("Reciprocal", {e.op("Sqrt", {e.op("Add", {ms, e.scalar(eps, in(0))})})});
-    e.op("Mul", {e.op("Mul", {in(0), inv}), in(1)}, {}, out);
+    std::string ms = e.axesLast("ReduceMean", e.op("Mul", {x, x}), opset);
+    std::string inv = e.op("Reciprocal", {e.op("Sqrt", {e.op("Add", {ms, e.scalar(eps, x)})})});
+    e.op("Mul", {e.op("Mul", {x, inv}), scale}, {}, out);
     break;
   }
   case OpKind::LayerNormalization: {

@@ -10,7 +10,19 @@ using namespace fusion::pat;
 
 namespace {
 
-Outcome tryFuse(Node *root, MatchLog &log) {
+/// x = Add(a, b) of two same-shaped non-constant values (a residual sum): the norm can
+/// take the Add in as SkipSimplifiedLayerNormalization.
+Node *residualAdd(Value *x) {
+  Node *add = x->producer();
+  if (!add || !add->is(OpKind::Add))
+    return nullptr;
+  Value *a = add->input(0), *b = add->input(1);
+  if (a->isConstant() || b->isConstant() || a->type().rank() != 3 || !(a->type() == b->type()))
+    return nullptr;
+  return add;
+}
+
+Outcome tryFuse(Node *root, MatchLog &log, size_t &withSkip) {
   Value *x = nullptr, *w = nullptr;
   float eps = 0;
   // Mul(w, Mul(x, Div(1, Sqrt(Add(ReduceMean(Pow(x, 2)), eps)))))  =>  SimplifiedLayerNormalization(x, w)
@@ -26,6 +38,24 @@ Outcome tryFuse(Node *root, MatchLog &log) {
     return log.fail(fmt::format("scale '{}' is not a constant vector", w->name())), Outcome::Rejected;
   if (w->constant()->dtype() != x->type().elem && x->type().elem != DType::Undefined)
     return log.fail(fmt::format("scale '{}' has another type than the input", w->name())), Outcome::Rejected;
+  if (Node *add = residualAdd(x)) {
+    // Right after the Add: the sum's other readers may come before the norm's last Mul.
+    Node *after = nullptr;
+    auto list = root->graph()->nodeList();
+    for (size_t i = 0; i + 1 < list.size() && !after; ++i)
+      if (list[i] == add)
+        after = list[i + 1];
+    Node *f = replaceWith(root, OpKind::SkipSimplifiedLayerNormalization,
+                          {add->input(0), add->input(1), w}, after);
+    f->setAttr(Attribute::makeFloat("epsilon", eps));
+    for (int i = 1; i < 4; ++i)
+      f->addOutput();
+    f->output(3)->setType(x->type());
+    root->graph()->replaceAllUsesWith(x, f->output(3));
+    ensureOpset(*root->graph()->model(), "com.microsoft");
+    ++withSkip;
+    return Outcome::Fused;
+  }
   Node *f = replaceWith(root, OpKind::SimplifiedLayerNormalization, {x, w});
   f->setAttr(Attribute::makeInt("axis", -1));
   f->setAttr(Attribute::makeFloat("epsilon", eps));
@@ -35,7 +65,13 @@ Outcome tryFuse(Node *root, MatchLog &log) {
 } // namespace
 
 Expected<PreservedAnalyses> FuseRmsNormPass::run(Model &m, AnalysisManager &am) {
-  return runFusion(m, am, OpKind::Mul, tryFuse, name(), "RMSNorm");
+  size_t withSkip = 0;
+  const size_t lifted = prepare(m);
+  FusionStats st = fuseEach(m.graph(), OpKind::Mul,
+                            [&](Node *n, MatchLog &log) { return tryFuse(n, log, withSkip); });
+  if (withSkip)
+    st.note = fmt::format("({} with their residual Add: SkipSimplifiedLayerNormalization)", withSkip);
+  return finish(m, am, st, name(), "RMSNorm", lifted);
 }
 
 } // namespace llmopt

@@ -16,7 +16,7 @@ size_t FusionStats::numRejected() const {
 }
 
 std::string FusionStats::line(std::string_view pass, std::string_view what) const {
-  std::string s = fmt::format("{}: {} {} fused", pass, found, what);
+  std::string s = fmt::format("{}: {} {} fused{}", pass, found, what, note.empty() ? "" : " " + note);
   if (rejected.empty())
     return s;
   s += fmt::format("; {} near-miss{} rejected:", numRejected(), numRejected() == 1 ? "" : "es");
@@ -62,13 +62,13 @@ FusionStats fuseEach(Graph &g, OpKind kind, const std::function<Outcome(Node *, 
   return st;
 }
 
-Node *replaceWith(Node *root, OpKind kind, std::vector<Value *> inputs) {
+Node *replaceWith(Node *root, OpKind kind, std::vector<Value *> inputs, Node *before) {
   Graph &g = *root->graph();
   std::string scope = root->name();
   size_t slash = scope.rfind('/');
   scope = slash == std::string::npos ? std::string() : scope.substr(0, slash + 1);
   std::string name = scope.empty() ? std::string() : scope + std::string(opInfo(kind).name);
-  Node *f = g.addNode(kind, std::move(inputs), 1, uniqueNodeName(g, name), root);
+  Node *f = g.addNode(kind, std::move(inputs), 1, uniqueNodeName(g, name), before ? before : root);
   Value *old = root->output(0);
   f->output(0)->setType(old->type());
   f->output(0)->hadValueInfo = old->hadValueInfo;

@@ -15,6 +15,7 @@ namespace llmopt::fusion {
 struct FusionStats {
   size_t found = 0;
   std::map<std::string, size_t> rejected;
+  std::string note; ///< appended to the count (`(60 with the residual Add)`)
   size_t numRejected() const;
   /// `fuse-rmsnorm: 61 fused; 1 near-miss rejected: 'x' has another consumer`
   std::string line(std::string_view pass, std::string_view what) const;
@@ -27,10 +28,10 @@ enum class Outcome { NoMatch, Fused, Rejected };
 /// under `log.why`.
 FusionStats fuseEach(Graph &g, OpKind kind, const std::function<Outcome(Node *, MatchLog &)> &tryFuse);
 
-/// Adds a node of `kind` just before `root`, named after root's scope (`/a/b/Mul_3` ->
+/// Adds a node of `kind` just before `root` (or `before`), named after root's scope (`/a/b/Mul_3` ->
 /// `/a/b/<opname>`), makes it take over root's first output (type and uses), and
 /// returns it. The replaced nodes are left for dce.
-Node *replaceWith(Node *root, OpKind kind, std::vector<Value *> inputs);
+Node *replaceWith(Node *root, OpKind kind, std::vector<Value *> inputs, Node *before = nullptr);
 
 /// `base`, or `base_1`, `base_2`, ... : a node name no node of `g` has (ORT rejects
 /// models with two nodes of one name).

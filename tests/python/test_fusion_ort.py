@@ -99,11 +99,12 @@ def _counts(model: onnx.ModelProto) -> collections.Counter[str]:
 
 LAYERS = gen_tiny_llama.TINY_LLAMA.num_layers
 CASES = [
-    ("llama", "fuse-rmsnorm", {"SimplifiedLayerNormalization": 2 * LAYERS + 1}),
+    ("llama", "fuse-rmsnorm", {"SimplifiedLayerNormalization": 1,
+                               "SkipSimplifiedLayerNormalization": 2 * LAYERS}),
     ("llama", "fuse-swiglu", {"Sigmoid": LAYERS}),
     ("llama", "fuse-rope", {"RotaryEmbedding": 2 * LAYERS}),
     ("llama", "fuse-rope,fuse-attention", {"GroupQueryAttention": LAYERS, "Softmax": 0}),
-    ("llama", "fuse-llm", {"GroupQueryAttention": LAYERS, "SimplifiedLayerNormalization": 2 * LAYERS + 1}),
+    ("llama", "fuse-llm", {"GroupQueryAttention": LAYERS, "SkipSimplifiedLayerNormalization": 2 * LAYERS}),
     ("llama_past", "fuse-llm", {"GroupQueryAttention": LAYERS, "Softmax": 0}),
     ("bert", "fuse-layernorm", {"LayerNormalization": 2 * 2 + 1}),
     ("bert", "fuse-gelu", {"Gelu": 2, "Erf": 0}),
