@@ -158,15 +158,17 @@ Expected<Tensor> convertTensor(const onnx::TensorProto &tp, const TensorSource &
     return errorf("{}: tensor '{}': segmented tensors are not supported", src.source, tp.name());
   const DType dt = static_cast<DType>(code);
   std::vector<int64_t> shape;
+  constexpr int64_t kMaxElements = int64_t(1) << 40;
   int64_t numel = 1;
   for (int64_t d : tp.dims()) {
-    if (d < 0 || d > (int64_t(1) << 40))
+    if (d < 0 || d > kMaxElements)
       return errorf("{}: tensor '{}': dimension {} is out of range", src.source, tp.name(), d);
     shape.push_back(d);
+    // Checked before multiplying: two in-range dimensions can overflow int64 (found by fuzzing).
+    if (d != 0 && numel > kMaxElements / d)
+      return errorf("{}: tensor '{}': dims [{}] hold over 2^40 elements, beyond any real model",
+                    src.source, tp.name(), fmt::join(tp.dims(), ", "));
     numel *= d;
-    if (numel > (int64_t(1) << 40))
-      return errorf("{}: tensor '{}': {} elements is beyond any real model", src.source, tp.name(),
-                    numel);
   }
   if (tp.data_location() == onnx::TensorProto::EXTERNAL)
     return externalTensor(tp, dt, std::move(shape), src);
