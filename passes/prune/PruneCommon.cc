@@ -156,6 +156,7 @@ void installPruned(const quantpass::MatMulWeight &w, Tensor pruned, PruneStats &
   // Same value, name and position; drop the original now (and its mapped pages), so peak
   // memory follows one layer.
   const std::shared_ptr<Tensor> original = w.weight->constant();
+  pruned = quantpass::spillLikeOriginal(std::move(pruned), *original);
   w.weight->setConstant(std::make_shared<Tensor>(std::move(pruned)));
   if (original->isMapped() && original.use_count() == 1)
     original->mapping()->release(original->mappingOffset(), original->nbytes());

@@ -253,12 +253,8 @@ std::shared_ptr<const MappedFile> spillBytes(const uint8_t *data, size_t n) {
   return mapped;
 }
 
-/// `t` (with its scales and zero points) moved to the page cache: an unlinked temporary
-/// file mapped back read-only. A quantized model read from mapped external data then
-/// keeps its quantized weights in reclaimable file pages, not in anonymous memory, and the
-/// writer drops each tensor's pages once written, so peak RSS follows one layer rather
-/// than the model (bench/peak_rss.py). Returns `t` unchanged when spilling fails: this is
-/// a memory optimisation, never a change of the data.
+/// `t` (with its scales and zero points) moved to the page cache (see spillLikeOriginal);
+/// `t` itself when spilling fails: a memory optimisation, never a change of the data.
 std::shared_ptr<Tensor> spill(std::shared_ptr<Tensor> t) {
   if (!t || t->dtype() == DType::String || t->nbytes() == 0)
     return t;
@@ -273,6 +269,12 @@ std::shared_ptr<Tensor> spill(std::shared_ptr<Tensor> t) {
 
 } // namespace
 
+Tensor spillLikeOriginal(Tensor t, const Tensor &original) {
+  if (!original.isMapped())
+    return t;
+  return std::move(*spill(std::make_shared<Tensor>(std::move(t))));
+}
+
 void installQuantized(Graph &g, const MatMulWeight &w, Tensor q, const QuantEncoding &enc,
                       WeightQuantStats &st) {
   const Tensor &t = *w.weight->constant();
@@ -281,10 +283,8 @@ void installQuantized(Graph &g, const MatMulWeight &w, Tensor q, const QuantEnco
   st.bytesBefore += storedBytes(t);
   st.bytesAfter += storedBytes(q);
   // Drop the f32 original now (and its mapped pages), so peak memory follows one layer.
-  // A mapped original means a model streamed from disk: its quantized form goes to disk too.
   const std::shared_ptr<Tensor> original = w.weight->constant();
-  if (original->isMapped())
-    q = std::move(*spill(std::make_shared<Tensor>(std::move(q))));
+  q = spillLikeOriginal(std::move(q), *original);
   replaceWithQuantized(g, w.weight, std::move(q), enc);
   g.removeUnusedConstants();
   if (original->isMapped() && original.use_count() == 1)

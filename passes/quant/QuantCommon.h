@@ -68,8 +68,13 @@ struct WeightQuantStats {
   /// "28 weights, 1179648 -> 184320 bytes (4.50 bits per weight); skipped: none".
   std::string summary() const;
 };
+/// `t`, the rewritten form of weight `original`: when `original` is mapped (a model read
+/// from external data) `t` moves to an unlinked temporary file mapped back read-only, so
+/// that it lives in the page cache, not in anonymous memory, and peak RSS follows one
+/// layer rather than the model; otherwise (or when spilling fails) `t` unchanged.
+Tensor spillLikeOriginal(Tensor t, const Tensor &original);
 /// Replaces `w` by its quantized form `q` (encoding `enc`), adds it to `st` and frees the
-/// f32 original.
+/// f32 original (spilling `q` as spillLikeOriginal says).
 void installQuantized(Graph &g, const MatMulWeight &w, Tensor q, const QuantEncoding &enc,
                       WeightQuantStats &st);
 /// Quantizes every weight findMatMulWeights returns (after gemmsToMatMuls) with the

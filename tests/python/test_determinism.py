@@ -95,7 +95,8 @@ def test_calibrated_passes_are_bit_reproducible(llama, calib, tmp_path, pipeline
            ["--calib", str(calib), "--calib-samples", str(SAMPLES), "--calib-seqlen", str(SEQLEN)])
 
 
-@pytest.mark.parametrize("pipeline", ["quant-int4", "quant-int4<method=hqq>,quant-embed"])
+@pytest.mark.parametrize("pipeline", ["quant-int4", "quant-int4<method=hqq>,quant-embed",
+                                      "prune-magnitude"])
 def test_external_data_input_gives_the_same_weights(llama, tmp_path, pipeline):
     ext = tmp_path / "ext" / "tiny-llama.onnx"
     subprocess.run([sys.executable, str(MODELS / "gen_tiny_llama.py"), "-o", str(ext),
