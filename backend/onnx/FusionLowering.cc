@@ -51,7 +51,7 @@ struct FusionLowering::Emit {
 
 Expected<bool> FusionLowering::lowerNode(const Node &n) {
   const bool llmoptOp = n.is(OpKind::SwiGLU) || n.is(OpKind::MatMulBias);
-  const bool skip = n.is(OpKind::SkipSimplifiedLayerNormalization);
+  const bool skip = n.is(OpKind::SkipSimplifiedLayerNormalization) || n.is(OpKind::SkipLayerNormalization);
   const bool contrib = n.is(OpKind::SimplifiedLayerNormalization) || skip || n.is(OpKind::MsGelu) ||
                        n.is(OpKind::FastGelu) || n.is(OpKind::LayerNormalization) ||
                        n.is(OpKind::RotaryEmbedding) || n.is(OpKind::GroupQueryAttention) ||
@@ -102,16 +102,38 @@ Expected<bool> FusionLowering::lowerNode(const Node &n) {
     e.op("Mul", {e.op("Mul", {x, inv}), scale}, {}, out);
     break;
   }
+  case OpKind::SkipLayerNormalization:
   case OpKind::LayerNormalization: {
     if (n.attrInt("axis", -1) != -1)
       return errorf("node '{}': only axis -1 is written below opset 17", n.name());
-    std::string d = e.op("Sub", {in(0), e.axesLast("ReduceMean", in(0), opset)});
+    std::string x = in(0), gamma = in(1), beta;
+    size_t betaAt = 2;
+    if (n.is(OpKind::SkipLayerNormalization)) { // the residual sum (output 3), then the norm
+      if (n.numInputs() > 4 && n.input(4))
+        return errorf("node '{}': a SkipLayerNormalization bias is not written for --target=onnx",
+                      n.name());
+      Value *sum = n.numOutputs() > 3 ? n.output(3) : nullptr;
+      const bool used = sum && (sum->hasUses() || sum->isGraphOutput());
+      x = e.op("Add", {in(0), in(1)}, {}, used ? sink_.name(sum) : std::string());
+      gamma = in(2);
+      betaAt = 3;
+    }
+    if (n.numInputs() > betaAt && n.input(betaAt))
+      beta = in(betaAt);
+    if (opset >= 17) {
+      std::vector<std::string> ins{x, gamma};
+      if (!beta.empty())
+        ins.push_back(beta);
+      e.op("LayerNormalization", ins, attrs(Attribute::makeInt("axis", -1), Attribute::makeFloat("epsilon", eps)), out);
+      break;
+    }
+    std::string d = e.op("Sub", {x, e.axesLast("ReduceMean", x, opset)});
     std::string var = e.axesLast("ReduceMean", e.op("Mul", {d, d}), opset);
-    std::string y = e.op("Div", {d, e.op("Sqrt", {e.op("Add", {var, e.scalar(eps, in(0))})})});
-    if (n.numInputs() > 2 && n.input(2))
-      e.op("Add", {e.op("Mul", {y, in(1)}), in(2)}, {}, out);
+    std::string y = e.op("Div", {d, e.op("Sqrt", {e.op("Add", {var, e.scalar(eps, x)})})});
+    if (!beta.empty())
+      e.op("Add", {e.op("Mul", {y, gamma}), beta}, {}, out);
     else
-      e.op("Mul", {y, in(1)}, {}, out);
+      e.op("Mul", {y, gamma}, {}, out);
     break;
   }
   case OpKind::MsGelu:

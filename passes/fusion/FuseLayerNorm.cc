@@ -20,7 +20,7 @@ auto normalized(Value **x, Value **d, float *eps) {
   return op(OpKind::Div, centered, stddev);
 }
 
-Outcome tryFuse(Node *root, MatchLog &log) {
+Outcome tryFuse(Node *root, MatchLog &log, size_t &withSkip) {
   Value *x = nullptr, *d = nullptr, *g = nullptr, *b = nullptr;
   float eps = 0;
   // Add(Mul(Div(d, Sqrt(Add(ReduceMean(Pow(d, 2)), eps))), g), b)  =>  LayerNormalization(x, g, b)
@@ -32,6 +32,13 @@ Outcome tryFuse(Node *root, MatchLog &log) {
   for (Value *v : {g, b})
     if (v && !isVectorConst(v))
       return log.fail(fmt::format("scale or bias '{}' is not a constant vector", v->name())), Outcome::Rejected;
+  if (Node *add = residualAdd(x)) {
+    Node *f = fuseWithResidual(root, add, OpKind::SkipLayerNormalization,
+                               b ? std::vector<Value *>{g, b} : std::vector<Value *>{g});
+    f->setAttr(Attribute::makeFloat("epsilon", eps));
+    ++withSkip;
+    return Outcome::Fused;
+  }
   std::vector<Value *> ins{x, g};
   if (b)
     ins.push_back(b);
@@ -46,10 +53,14 @@ Outcome tryFuse(Node *root, MatchLog &log) {
 Expected<PreservedAnalyses> FuseLayerNormPass::run(Model &m, AnalysisManager &am) {
   const size_t lifted = prepare(m);
   // With a bias first; dce then drops the Mul roots inside fused Adds.
-  FusionStats st = fuseEach(m.graph(), OpKind::Add, tryFuse);
+  size_t withSkip = 0;
+  auto fuse = [&](Node *n, MatchLog &log) { return tryFuse(n, log, withSkip); };
+  FusionStats st = fuseEach(m.graph(), OpKind::Add, fuse);
   eliminateDeadCode(m.graph());
   // Near-misses were reported by the Add sweep; a Mul sweep would count them twice.
-  st.found += fuseEach(m.graph(), OpKind::Mul, tryFuse).found;
+  st.found += fuseEach(m.graph(), OpKind::Mul, fuse).found;
+  if (withSkip)
+    st.note = fmt::format("({} with their residual Add: SkipLayerNormalization)", withSkip);
   return finish(m, am, st, name(), "LayerNorm", lifted);
 }
 

@@ -10,18 +10,6 @@ using namespace fusion::pat;
 
 namespace {
 
-/// x = Add(a, b) of two same-shaped non-constant values (a residual sum): the norm can
-/// take the Add in as SkipSimplifiedLayerNormalization.
-Node *residualAdd(Value *x) {
-  Node *add = x->producer();
-  if (!add || !add->is(OpKind::Add))
-    return nullptr;
-  Value *a = add->input(0), *b = add->input(1);
-  if (a->isConstant() || b->isConstant() || a->type().rank() != 3 || !(a->type() == b->type()))
-    return nullptr;
-  return add;
-}
-
 Outcome tryFuse(Node *root, MatchLog &log, size_t &withSkip) {
   Value *x = nullptr, *w = nullptr;
   float eps = 0;
@@ -39,20 +27,8 @@ Outcome tryFuse(Node *root, MatchLog &log, size_t &withSkip) {
   if (w->constant()->dtype() != x->type().elem && x->type().elem != DType::Undefined)
     return log.fail(fmt::format("scale '{}' has another type than the input", w->name())), Outcome::Rejected;
   if (Node *add = residualAdd(x)) {
-    // Right after the Add: the sum's other readers may come before the norm's last Mul.
-    Node *after = nullptr;
-    auto list = root->graph()->nodeList();
-    for (size_t i = 0; i + 1 < list.size() && !after; ++i)
-      if (list[i] == add)
-        after = list[i + 1];
-    Node *f = replaceWith(root, OpKind::SkipSimplifiedLayerNormalization,
-                          {add->input(0), add->input(1), w}, after);
+    Node *f = fuseWithResidual(root, add, OpKind::SkipSimplifiedLayerNormalization, {w});
     f->setAttr(Attribute::makeFloat("epsilon", eps));
-    for (int i = 1; i < 4; ++i)
-      f->addOutput();
-    f->output(3)->setType(x->type());
-    root->graph()->replaceAllUsesWith(x, f->output(3));
-    ensureOpset(*root->graph()->model(), "com.microsoft");
     ++withSkip;
     return Outcome::Fused;
   }

@@ -20,7 +20,6 @@ std::string FusionStats::line(std::string_view pass, std::string_view what) cons
   if (rejected.empty())
     return s;
   s += fmt::format("; {} near-miss{} rejected:", numRejected(), numRejected() == 1 ? "" : "es");
-  size_t shown = 0;
   // Reasons differing only in the names they quote count as one (the first one shown).
   std::vector<std::pair<std::string, size_t>> groups; // first reason, count
   std::map<std::string, size_t> index;
@@ -86,6 +85,34 @@ std::string uniqueNodeName(const Graph &g, const std::string &base) {
   for (int k = 1; names.count(name); ++k)
     name = fmt::format("{}_{}", base, k);
   return name;
+}
+
+Node *residualAdd(Value *x) {
+  Node *add = x->producer();
+  if (!add || !add->is(OpKind::Add))
+    return nullptr;
+  Value *a = add->input(0), *b = add->input(1);
+  if (a->isConstant() || b->isConstant() || a->type().rank() != 3 || !(a->type() == b->type()))
+    return nullptr;
+  return add;
+}
+
+Node *fuseWithResidual(Node *root, Node *add, OpKind kind, const std::vector<Value *> &rest) {
+  Graph &g = *root->graph();
+  Node *after = nullptr;
+  auto list = g.nodeList();
+  for (size_t i = 0; i + 1 < list.size() && !after; ++i)
+    if (list[i] == add)
+      after = list[i + 1];
+  std::vector<Value *> ins{add->input(0), add->input(1)};
+  ins.insert(ins.end(), rest.begin(), rest.end());
+  Node *f = replaceWith(root, kind, ins, after);
+  for (int i = 1; i < 4; ++i)
+    f->addOutput();
+  f->output(3)->setType(add->output()->type());
+  g.replaceAllUsesWith(add->output(), f->output(3));
+  ensureOpset(*g.model(), "com.microsoft");
+  return f;
 }
 
 void ensureOpset(Model &m, const std::string &domain) {

@@ -37,6 +37,15 @@ Node *replaceWith(Node *root, OpKind kind, std::vector<Value *> inputs, Node *be
 /// models with two nodes of one name).
 std::string uniqueNodeName(const Graph &g, const std::string &base);
 
+/// x = Add(a, b) of two same-shaped rank-3 non-constant values (a residual sum), or null.
+Node *residualAdd(Value *x);
+
+/// Replaces the norm ending at `root` whose input is `add`'s sum by a com.microsoft
+/// Skip*LayerNormalization(a, b, rest...) placed right after the Add (the sum's other
+/// readers may come before the norm's last op); its output 3 (the sum) takes over the
+/// Add's other readers.
+Node *fuseWithResidual(Node *root, Node *add, OpKind kind, const std::vector<Value *> &rest);
+
 /// Imports `domain` (version 1) into the model if it is not yet.
 void ensureOpset(Model &m, const std::string &domain);
 

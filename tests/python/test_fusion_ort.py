@@ -106,11 +106,11 @@ CASES = [
     ("llama", "fuse-rope,fuse-attention", {"GroupQueryAttention": LAYERS, "Softmax": 0}),
     ("llama", "fuse-llm", {"GroupQueryAttention": LAYERS, "SkipSimplifiedLayerNormalization": 2 * LAYERS}),
     ("llama_past", "fuse-llm", {"GroupQueryAttention": LAYERS, "Softmax": 0}),
-    ("bert", "fuse-layernorm", {"LayerNormalization": 2 * 2 + 1}),
+    ("bert", "fuse-layernorm", {"LayerNormalization": 1, "SkipLayerNormalization": 4}),
     ("bert", "fuse-gelu", {"Gelu": 2, "Erf": 0}),
     ("bert", "fuse-matmul-bias", {"MatMulBias": 0, "MatMul": 16}),
     ("bert", "fuse-attention", {"MultiHeadAttention": 2, "Softmax": 0}),
-    ("bert", "fuse-llm", {"MultiHeadAttention": 2, "LayerNormalization": 5, "Gelu": 2}),
+    ("bert", "fuse-llm", {"MultiHeadAttention": 2, "SkipLayerNormalization": 4, "Gelu": 2}),
 ]
 
 
