@@ -52,7 +52,7 @@ const std::vector<Flag> &flags() {
        [](Options &o, const std::string &v) { o.output = v; return Status::ok(); }},
       {"list-passes", nullptr, "list every pass with its options and exit",
        [](Options &o, const std::string &) { o.listPasses = true; return Status::ok(); }},
-      {"report", "[text|json]", "print size by dtype, node counts by op, pass findings",
+      {"report", "[text|json]", "print the report to stdout: size by dtype, per-layer table, ops, passes",
        setReport},
       {"report-json", "FILE", "write the report as JSON to FILE (per-layer rows included)",
        [](Options &o, const std::string &v) { o.reportJson = v; return Status::ok(); }},
