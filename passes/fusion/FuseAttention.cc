@@ -243,7 +243,10 @@ private:
       }
       kpm = cast;
     }
-    Node *f = replaceWith(root, OpKind::MultiHeadAttention, {qs.x3, ks.x3, vs.x3, nullptr, kpm});
+    std::vector<Value *> ins{qs.x3, ks.x3, vs.x3};
+    if (kpm)
+      ins.insert(ins.end(), {nullptr, kpm}); // no bias, then key_padding_mask
+    Node *f = replaceWith(root, OpKind::MultiHeadAttention, ins);
     f->setAttr(Attribute::makeInt("num_heads", qs.heads));
     f->setAttr(Attribute::makeFloat("scale", scale));
     if (pad)

@@ -212,7 +212,11 @@ template <typename P> bool matchRoot(Node *n, const P &p, MatchLog &log) {
   if (n->numOutputs() == 0)
     return false;
   log.root = n->output(0);
-  return p.match(n->output(0), log);
+  if (!p.match(n->output(0), log))
+    return false;
+  log.why.clear(); // alternatives that failed on the way do not explain a later rejection
+  log.frozen = false;
+  return true;
 }
 
 } // namespace llmopt::fusion
