@@ -157,3 +157,22 @@ def test_decode_loop_through_gqa_cache(models: dict[str, Path], tmp_path: Path) 
             assert _rel(g, r) < REL_TOL
         past_r = {n.replace("present", "past_key_values"): v for n, v in zip(names[1:], ro[1:])}
         past_g = {n.replace("present", "past_key_values"): v for n, v in zip(names[1:], go[1:])}
+
+
+@pytest.mark.parametrize("order", ["quant-int4,fuse-llm", "fuse-llm,quant-int4"])
+def test_fusion_and_int4_compose(models: dict[str, Path], tmp_path: Path, order: str) -> None:
+    """Fusion before or after quant-int4 (the Llama has no biases, so fuse-matmul-bias
+    leaves the MatMuls to quantize): MatMulNBits and GroupQueryAttention in one model,
+    logits as quant-int4 alone's (f32 compute, accuracy_level 0: at level 4 ORT rounds
+    activations to int8 and 1-ulp upstream differences move outputs by ~1e-2 here)."""
+    def run(passes: str, out: Path) -> np.ndarray:
+        proc = subprocess.run([str(LLMOPT), str(models["llama"]), f"-passes={passes}",
+                               "--accuracy-level=0", "-o", str(out)], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        return _session(out).run(None, _feeds("llama"))[0]
+
+    want = run("quant-int4", tmp_path / "q.onnx")
+    got = run(order, tmp_path / "qf.onnx")
+    counts = _counts(onnx.load(str(tmp_path / "qf.onnx")))
+    assert counts["MatMulNBits"] > 0 and counts["GroupQueryAttention"] == LAYERS, counts
+    assert _rel(got, want) < REL_TOL
