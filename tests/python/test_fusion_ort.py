@@ -131,9 +131,9 @@ def test_fused_matches_original_in_ort(models: dict[str, Path], tmp_path: Path, 
 
 @pytest.mark.parametrize("name", ["llama", "bert"])
 def test_onnx_target_is_standard(models: dict[str, Path], tmp_path: Path, name: str) -> None:
-    """--target=onnx keeps only default-domain ops for the norms and activations."""
-    passes = "fuse-layernorm,fuse-rmsnorm,fuse-gelu,fuse-swiglu,fuse-matmul-bias"
-    fused = _fuse(models[name], passes, tmp_path / "std.onnx", target="onnx")
+    """fuse-llm --target=onnx writes only default-domain ops (RoPE and attention are left
+    decomposed: the writer has no standard form for them yet)."""
+    fused = _fuse(models[name], "fuse-llm", tmp_path / "std.onnx", target="onnx")
     assert all(n.domain in ("", "ai.onnx") for n in fused.graph.node)
     feeds = _feeds(name)
     ref = _session(models[name]).run(None, feeds)
