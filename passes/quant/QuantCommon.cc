@@ -46,6 +46,59 @@ int64_t effectiveBlock(int64_t block, int64_t k) {
   return std::min(block, fit);
 }
 
+namespace {
+
+enum class TableUse { Gather, LmHead, Other };
+
+// Gather(E, ids) {axis=0}, or Transpose(E) {perm=[1,0]} read only as MatMul's B.
+TableUse classifyTableUse(const Use &u) {
+  const Node *n = u.user;
+  if (n->is(OpKind::Gather) && u.index == 0 && n->attrInt("axis", 0) == 0)
+    return TableUse::Gather;
+  if (!n->is(OpKind::Transpose))
+    return TableUse::Other;
+  const std::vector<int64_t> perm = n->attrInts("perm");
+  if ((!perm.empty() && perm != std::vector<int64_t>{1, 0}) || n->output(0)->isGraphOutput() ||
+      !n->output(0)->hasUses())
+    return TableUse::Other;
+  for (const Use &t : n->output(0)->uses())
+    if (!t.user->is(OpKind::MatMul) || t.index != 1)
+      return TableUse::Other;
+  return TableUse::LmHead;
+}
+
+} // namespace
+
+std::vector<EmbeddingTable> findEmbeddingTables(Graph &g, int64_t minDim, int64_t &skipped) {
+  std::vector<EmbeddingTable> out;
+  for (Value *c : g.constants()) {
+    const Tensor &t = *c->constant();
+    if (c->type().quant || c->isGraphInput() || c->isGraphOutput() || t.rank() != 2 ||
+        t.dtype() != DType::F32)
+      continue;
+    int gathers = 0, heads = 0, others = 0;
+    for (const Use &u : c->uses())
+      switch (classifyTableUse(u)) {
+      case TableUse::Gather: ++gathers; break;
+      case TableUse::LmHead: ++heads; break;
+      case TableUse::Other: ++others; break;
+      }
+    if (gathers == 0)
+      continue;
+    if (others || t.shape()[0] < minDim || t.shape()[1] < minDim) {
+      ++skipped;
+      continue;
+    }
+    out.push_back({c, heads > 0});
+  }
+  return out;
+}
+
+QuantEncoding tableEncoding(int bits, int64_t block, bool symmetric, int64_t h) {
+  return QuantEncoding{quant::storageType(bits, symmetric), bits, 1, effectiveBlock(block, h),
+                       symmetric};
+}
+
 Expected<Tensor> quantizeTensor(const Tensor &w, const QuantEncoding &enc, Method method,
                                 bool integerZeroPoints) {
   if (method == Method::Rtn)

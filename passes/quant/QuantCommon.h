@@ -61,6 +61,18 @@ int64_t gemmsToMatMuls(Graph &g, SkipCounts &skips);
 /// `minDim` (smaller ones are not worth their scales: counted as tiny).
 std::vector<MatMulWeight> findMatMulWeights(Graph &g, int64_t minDim, SkipCounts &skips);
 
+/// An embedding table: constant 2-D f32 E [V, H] read by Gather(E, ids) {axis=0} and
+/// possibly as a tied LM head, Transpose(E) {perm=[1,0]} read only as MatMul's B.
+struct EmbeddingTable {
+  Value *table;
+  bool tied; ///< also read as an LM head
+};
+/// The embedding tables of `g` with V and H at least `minDim`; `skipped` counts gathered
+/// constants read by other ops too, or smaller.
+std::vector<EmbeddingTable> findEmbeddingTables(Graph &g, int64_t minDim, int64_t &skipped);
+/// The encoding of a table quantized to `bits` in blocks of `block` along H (axis 1).
+QuantEncoding tableEncoding(int bits, int64_t block, bool symmetric, int64_t h);
+
 /// What quantizeMatMulWeights did, for the report line.
 struct WeightQuantStats {
   int64_t weights = 0, params = 0, bytesBefore = 0, bytesAfter = 0, gemms = 0;

@@ -21,61 +21,24 @@ Expected<QuantEmbedOptions> parseQuantEmbedOptions(const PassOptionList &opts) {
   return o;
 }
 
-namespace {
-
-enum class TableUse { Gather, LmHead, Other };
-
-// Gather(E, ids) {axis=0}, or Transpose(E) {perm=[1,0]} read only as MatMul's B.
-TableUse classify(const Use &u) {
-  const Node *n = u.user;
-  if (n->is(OpKind::Gather) && u.index == 0 && n->attrInt("axis", 0) == 0)
-    return TableUse::Gather;
-  if (!n->is(OpKind::Transpose))
-    return TableUse::Other;
-  const std::vector<int64_t> perm = n->attrInts("perm");
-  if ((!perm.empty() && perm != std::vector<int64_t>{1, 0}) || n->output(0)->isGraphOutput() ||
-      !n->output(0)->hasUses())
-    return TableUse::Other;
-  for (const Use &t : n->output(0)->uses())
-    if (!t.user->is(OpKind::MatMul) || t.index != 1)
-      return TableUse::Other;
-  return TableUse::LmHead;
-}
-
-} // namespace
 
 Expected<PreservedAnalyses> QuantEmbedPass::run(Model &m, AnalysisManager &am) {
   if (opts_.method == "gptq" || opts_.method == "awq")
     return quantpass::calibrationMethodError("quant-embed", opts_.method, am.context());
   Graph &g = m.graph();
   int64_t tables = 0, tied = 0, skipped = 0, params = 0, before = 0, after = 0;
-  for (Value *c : g.constants()) {
+  for (const quantpass::EmbeddingTable &e : quantpass::findEmbeddingTables(g, 16, skipped)) {
+    Value *c = e.table;
     const Tensor &t = *c->constant();
-    if (c->type().quant || c->isGraphInput() || c->isGraphOutput() || t.rank() != 2 ||
-        t.dtype() != DType::F32)
-      continue;
-    int gathers = 0, heads = 0, others = 0;
-    for (const Use &u : c->uses())
-      switch (classify(u)) {
-      case TableUse::Gather: ++gathers; break;
-      case TableUse::LmHead: ++heads; break;
-      case TableUse::Other: ++others; break;
-      }
-    if (gathers == 0)
-      continue;
-    if (others || t.shape()[0] < 16 || t.shape()[1] < 16) {
-      ++skipped;
-      continue;
-    }
-    const QuantEncoding enc{quant::storageType(opts_.bits, opts_.symmetric), opts_.bits, 1,
-                            quantpass::effectiveBlock(opts_.block, t.shape()[1]), opts_.symmetric};
+    const QuantEncoding enc =
+        quantpass::tableEncoding(opts_.bits, opts_.block, opts_.symmetric, t.shape()[1]);
     const quantpass::Method method =
         opts_.method == "hqq" ? quantpass::Method::Hqq : quantpass::Method::Rtn;
     auto q = quantpass::quantizeTensor(t, enc, method, /*integerZeroPoints=*/true);
     if (!q)
       return q.status().withContext("quant-embed: table '" + c->name() + "'");
     ++tables;
-    tied += heads > 0;
+    tied += e.tied;
     params += t.numel();
     before += quantpass::storedBytes(t);
     after += quantpass::storedBytes(*q);

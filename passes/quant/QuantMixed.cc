@@ -31,11 +31,13 @@ QuantEncoding encodingOf(int64_t bits, int64_t block, bool sym, int64_t K) {
 }
 
 /// Bytes the ONNX file stores for W [K, N] in format `bits` (see QuantMixed.h).
-int64_t emittedBytes(int64_t K, int64_t N, int64_t bits, int64_t block, bool sym, bool ort) {
+/// A table read by Gather keeps 2-bit values in 4-bit containers (`packTwoBit` false).
+int64_t emittedBytes(int64_t K, int64_t N, int64_t bits, int64_t block, bool sym, bool ort,
+                     bool packTwoBit = true) {
   if (bits == 16)
     return K * N * 2;
   const int64_t bs = quantpass::effectiveBlock(block, K), kb = (K + bs - 1) / bs;
-  const int64_t stored = bits == 2 && ort ? 2 : bits == 8 ? 8 : 4;
+  const int64_t stored = bits == 2 && ort && packTwoBit ? 2 : bits == 8 ? 8 : 4;
   int64_t b = ort ? N * kb * (bs * stored / 8) : (K * N * stored + 7) / 8;
   b += N * kb * 4; // f32 scales
   if (!sym)
@@ -287,7 +289,12 @@ Expected<QuantMixedOptions> parseQuantMixedOptions(const PassOptionList &opts) {
   LLMOPT_ASSIGN_OR_RETURN(o.method, r.getChoice("method", {"rtn", "gptq"}, "gptq"));
   LLMOPT_ASSIGN_OR_RETURN(o.metric,
                           r.getChoice("metric", {"hessian", "relative", "weight", "kl"}, "hessian"));
+  LLMOPT_ASSIGN_OR_RETURN(o.embed, r.getFlag("embed", false));
   LLMOPT_RETURN_IF_ERROR(r.finish());
+  if (o.embed && o.metric != "kl" && o.metric != "weight")
+    return errorf("pass 'quant-mixed': option 'embed' needs metric=kl or metric=weight (an "
+                  "embedding table has no input Hessian for metric={})",
+                  o.metric);
   if (o.candidates.empty())
     return errorf("pass 'quant-mixed': option 'candidates' is empty; expected formats from 2, 3, "
                   "4, 8, 16");
@@ -321,7 +328,11 @@ Expected<PreservedAnalyses> QuantMixedPass::run(Model &m, AnalysisManager &am) {
   quantpass::SkipCounts skips;
   const int64_t gemms = quantpass::gemmsToMatMuls(g, skips);
   const std::vector<MatMulWeight> weights = quantpass::findMatMulWeights(g, 16, skips);
-  if (weights.empty()) {
+  int64_t tableSkips = 0;
+  const std::vector<quantpass::EmbeddingTable> tables =
+      o.embed ? quantpass::findEmbeddingTables(g, 16, tableSkips)
+              : std::vector<quantpass::EmbeddingTable>{};
+  if (weights.empty() && tables.empty()) {
     am.context().reportLines.push_back(
         fmt::format("quant-mixed: no weights to quantize; skipped: {}", skips.summary()));
     return gemms ? PreservedAnalyses::none() : PreservedAnalyses::all();
@@ -332,6 +343,8 @@ Expected<PreservedAnalyses> QuantMixedPass::run(Model &m, AnalysisManager &am) {
   int64_t ownBytes = 0;
   for (const MatMulWeight &w : weights)
     ownBytes += static_cast<int64_t>(w.weight->constant()->nbytes());
+  for (const quantpass::EmbeddingTable &t : tables)
+    ownBytes += static_cast<int64_t>(t.table->constant()->nbytes());
   const double fixedBytes = static_cast<double>(stats.bytes - ownBytes);
   const double budget = o.bpw * static_cast<double>(stats.params) / 8.0 - fixedBytes;
 
@@ -351,7 +364,7 @@ Expected<PreservedAnalyses> QuantMixedPass::run(Model &m, AnalysisManager &am) {
     if (byAct.count(a))
       acts.push_back(a);
 
-  std::vector<Choice> choices(weights.size());
+  std::vector<Choice> choices(weights.size() + tables.size()); // weights, then tables
   // metric=kl: the local (Hessian) errors, rescaled per weight by the end-to-end response
   // to its quantization in the probe format (4 bits, or the candidate nearest below it).
   std::optional<EndToEnd> e2e;
@@ -379,6 +392,17 @@ Expected<PreservedAnalyses> QuantMixedPass::run(Model &m, AnalysisManager &am) {
     LLMOPT_ASSIGN_OR_RETURN(EndToEnd e, EndToEnd::make(m, windows, am.context().threads));
     e2e = std::move(e);
   }
+  // metric=kl: scales one weight's local errors so the probe format's equals its
+  // end-to-end response.
+  auto rescale = [&](Choice &c, Value *w, std::vector<float> probeDeq) -> Status {
+    const size_t pj =
+        static_cast<size_t>(std::find(formats.begin(), formats.end(), probe) - formats.begin());
+    LLMOPT_ASSIGN_OR_RETURN(double resp, e2e->probe(w, std::move(probeDeq)));
+    const double local = std::max(c.error[pj], 1e-30);
+    for (double &e : c.error)
+      e = e / local * resp;
+    return Status::ok();
+  };
   auto measure = [&](size_t i, const quantpass::GptqFactor *factor,
                      const std::vector<double> *h) -> Status {
     const Tensor &w = *weights[i].weight->constant();
@@ -411,16 +435,36 @@ Expected<PreservedAnalyses> QuantMixedPass::run(Model &m, AnalysisManager &am) {
         probeDeq = std::move(deq);
       c.bytes.push_back(emittedBytes(K, N, f.bits, f.block, o.symmetric, ort));
     }
-    if (e2e) {
-      // Scale the layer-local errors so the probe format's equals its end-to-end response.
-      const size_t pj = static_cast<size_t>(
-          std::find(formats.begin(), formats.end(), probe) - formats.begin());
-      LLMOPT_ASSIGN_OR_RETURN(double resp, e2e->probe(weights[i].weight, std::move(probeDeq)));
-      const double local = std::max(c.error[pj], 1e-30);
-      for (double &e : c.error)
-        e = e / local * resp;
+    return e2e ? rescale(c, weights[i].weight, std::move(probeDeq)) : Status::ok();
+  };
+  // An embedding table, quantized by RTN in blocks along H.
+  auto measureTable = [&](size_t t) -> Status {
+    Value *v = tables[t].table;
+    const Tensor &w = *v->constant();
+    const int64_t V = w.shape()[0], H = w.shape()[1];
+    const float *x = reinterpret_cast<const float *>(w.data());
+    Choice &c = choices[weights.size() + t];
+    std::vector<float> probeDeq;
+    for (const Format &f : formats) {
+      std::vector<float> deq;
+      if (f.bits == 16) {
+        deq = halfRoundTrip(w);
+      } else {
+        const QuantEncoding enc =
+            quantpass::tableEncoding(static_cast<int>(f.bits), f.block, o.symmetric, H);
+        auto q = quantpass::quantizeTensor(w, enc, quantpass::Method::Rtn, true);
+        if (!q)
+          return q.status().withContext("table '" + v->name() + "'");
+        LLMOPT_ASSIGN_OR_RETURN(Tensor d, quant::dequantize(*q, enc));
+        const float *dv = reinterpret_cast<const float *>(d.data());
+        deq.assign(dv, dv + V * H);
+      }
+      c.error.push_back(sqDiff(x, deq.data(), V * H));
+      if (e2e && f == probe)
+        probeDeq = std::move(deq);
+      c.bytes.push_back(emittedBytes(H, V, f.bits, f.block, o.symmetric, ort, /*packTwoBit=*/false));
     }
-    return Status::ok();
+    return e2e ? rescale(c, v, std::move(probeDeq)) : Status::ok();
   };
 
   std::optional<calib::Stats> kept;
@@ -443,6 +487,8 @@ Expected<PreservedAnalyses> QuantMixedPass::run(Model &m, AnalysisManager &am) {
   }
   for (size_t i : noHessian)
     LLMOPT_RETURN_IF_ERROR(measure(i, nullptr, nullptr));
+  for (size_t t = 0; t < tables.size(); ++t)
+    LLMOPT_RETURN_IF_ERROR(measureTable(t));
 
   if (!quantpass::allocateFormats(choices, budget)) {
     double minBytes = fixedBytes;
@@ -508,6 +554,33 @@ Expected<PreservedAnalyses> QuantMixedPass::run(Model &m, AnalysisManager &am) {
   for (size_t i : noHessian)
     LLMOPT_RETURN_IF_ERROR(apply(i, nullptr, nullptr));
   kept.reset();
+  // Tables last: re-calibration above (GPTQ without kept Hessians) sees them unquantized.
+  for (size_t t = 0; t < tables.size(); ++t) {
+    const Choice &c = choices[weights.size() + t];
+    const Format f = formats[static_cast<size_t>(c.picked)];
+    Value *v = tables[t].table;
+    const std::vector<int64_t> shape = v->constant()->shape();
+    perFormat[f].first += 1;
+    perFormat[f].second += c.bytes[static_cast<size_t>(c.picked)];
+    allocated += c.bytes[static_cast<size_t>(c.picked)];
+    errorSum += c.error[static_cast<size_t>(c.picked)];
+    am.context().reportLines.push_back(
+        fmt::format("  quant-mixed: {} [{}x{}] (embedding{}) -> {}", v->name(), shape[0], shape[1],
+                    tables[t].tied ? ", tied LM head" : "", formatName(f)));
+    if (f.bits == 16) {
+      LLMOPT_ASSIGN_OR_RETURN(auto b, quantpass::storeNarrow(g, v, DType::F16, clamped, flushed));
+      (void)b;
+      continue;
+    }
+    const QuantEncoding enc =
+        quantpass::tableEncoding(static_cast<int>(f.bits), f.block, o.symmetric, shape[1]);
+    auto q = quantpass::quantizeTensor(*v->constant(), enc, quantpass::Method::Rtn, true);
+    if (!q)
+      return q.status().withContext("quant-mixed: table '" + v->name() + "'");
+    quantpass::replaceWithQuantized(g, v, q.take(), enc);
+  }
+  if (!tables.empty())
+    g.removeUnusedConstants();
 
   std::string alloc;
   for (const auto &[f, nb] : perFormat)
@@ -516,14 +589,17 @@ Expected<PreservedAnalyses> QuantMixedPass::run(Model &m, AnalysisManager &am) {
   const double achieved = 8.0 * (fixedBytes + static_cast<double>(allocated)) /
                           static_cast<double>(stats.params);
   am.context().reportLines.push_back(fmt::format(
-      "quant-mixed (bpw {}, candidates {}, blocks {}, {}, method {}, metric {}): {} weights "
+      "quant-mixed (bpw {}, candidates {}, blocks {}, {}, method {}, metric {}): {} weights{} "
       "allocated {} bytes of a {:.0f}-byte budget; whole model {:.4f} bits per parameter as "
       "written for --target={}; {}; summed {} error {:.6g}{}; skipped: {}",
       o.bpw, fmt::join(o.candidates, ","), fmt::join(o.blocks, ","), o.symmetric ? "sym" : "asym",
       o.method,
       e2e ? fmt::format("kl (end-to-end probe at {} on {})", formatName(probe), e2e->what())
           : o.metric,
-      weights.size(), allocated, budget, achieved, ort ? "ort" : "onnx", alloc, o.metric, errorSum, clamped ? fmt::format("; {} f16 values clamped", clamped) : "", skips.summary()));
+      weights.size(),
+      o.embed ? fmt::format(" and {} embedding tables (skipped {})", tables.size(), tableSkips)
+              : std::string(),
+      allocated, budget, achieved, ort ? "ort" : "onnx", alloc, o.metric, errorSum, clamped ? fmt::format("; {} f16 values clamped", clamped) : "", skips.summary()));
   LLMOPT_ASSIGN_OR_RETURN(bool converted, quantpass::ensureOnnxOpset(m, am, 21));
   (void)converted;
   return PreservedAnalyses::none();

@@ -14,6 +14,11 @@
 //                       output error for models without `logits`); the other formats'
 //                       errors are that KL times their Hessian error over the probe's. One
 //                       forward pass per weight and window.
+//    With `embed`, each embedding table E [V, H] (read by Gather, possibly also the tied LM
+//    head; quant-embed's tables) is a candidate too, in blocks along H, quantized by RTN:
+//    its error is ||dE||^2 (metric=weight) or, with metric=kl, the end-to-end response of
+//    the probe format scaled as above (a table has no input Hessian, so hessian/relative
+//    refuse `embed`).
 // 2. Allocation. Minimise the summed error subject to
 //      bytes(allocated weights) <= bpw * params / 8 - bytes(everything else),
 //    where params counts every initializer's logical elements and bytes are what the ONNX
@@ -39,6 +44,7 @@ struct QuantMixedOptions {
   bool symmetric = true;
   std::string method = "gptq"; ///< rtn | gptq
   std::string metric = "hessian"; ///< hessian | relative | weight | kl
+  bool embed = false; ///< also allocate the embedding tables (and a tied LM head)
 };
 Expected<QuantMixedOptions> parseQuantMixedOptions(const PassOptionList &opts);
 

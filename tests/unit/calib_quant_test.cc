@@ -320,3 +320,36 @@ TEST(QuantMixed, PassRespectsTheBudgetAndRefusesTooFewBits) {
   ASSERT_FALSE(r);
   EXPECT_NE(r.status().message().find("below what the candidates reach"), std::string::npos);
 }
+
+TEST(QuantMixed, EmbedAllocatesTheEmbeddingTableToo) {
+  // bpw=8 is below the floor of the f32 embedding (the test above); with `embed` the table
+  // is a candidate and the budget holds.
+  auto m = tinyMlp();
+  AnalysisManager am(calibContext());
+  auto pm = parsePipeline("quant-mixed<bpw=8;block=16;metric=kl;embed>", PassRegistry::global());
+  ASSERT_TRUE(pm) << pm.status().message();
+  auto r = (*pm)->run(*m, am);
+  ASSERT_TRUE(r) << r.status().message();
+  bool table = false, summary = false;
+  for (const std::string &line : am.context().reportLines) {
+    table = table || line.find("(embedding") != std::string::npos;
+    if (line.rfind("quant-mixed (", 0) == 0) {
+      summary = true;
+      EXPECT_NE(line.find("and 1 embedding tables"), std::string::npos) << line;
+      const size_t at = line.find("whole model ");
+      ASSERT_NE(at, std::string::npos) << line;
+      EXPECT_LE(std::stod(line.substr(at + 12)), 8.0) << line;
+    }
+  }
+  EXPECT_TRUE(table);
+  EXPECT_TRUE(summary);
+  for (const auto &c : m->graph().constants())
+    EXPECT_FALSE(c->constant()->dtype() == DType::F32 && c->constant()->numel() >= 16 * 16)
+        << c->name() << " left f32";
+
+  auto bad = parsePipeline("quant-mixed<bpw=8;metric=hessian;embed>", PassRegistry::global());
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.status().message().find("option 'embed' needs metric=kl or metric=weight"),
+            std::string::npos)
+      << bad.status().message();
+}
