@@ -62,6 +62,17 @@ static int64_t product(const std::vector<int64_t> &shape) {
 int64_t Tensor::numel() const { return product(shape_); }
 
 static std::shared_ptr<uint8_t> allocate(size_t n) {
+  // Large buffers come straight from mmap and go back to the system when freed: glibc
+  // keeps freed blocks below its adaptive mmap threshold (up to 32 MiB) in its heap, so a
+  // pass rewriting one weight after another grew RSS with the model (prune-magnitude on
+  // 2 GiB: 460 MiB, 262 MiB this way). Fresh pages are zero: no memset either.
+  constexpr size_t kMapAbove = size_t(1) << 20;
+  if (n >= kMapAbove) {
+    void *p = ::mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p != MAP_FAILED)
+      return std::shared_ptr<uint8_t>(static_cast<uint8_t *>(p),
+                                      [n](uint8_t *q) { ::munmap(q, n); });
+  }
   // 64-byte aligned so SIMD kernels and Eigen maps can use the data directly.
   size_t padded = (n + 63) / 64 * 64;
   void *p = ::operator new[](padded == 0 ? 64 : padded, std::align_val_t(64));
