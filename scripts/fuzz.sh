@@ -42,9 +42,13 @@ nice -n 19 "$build/bin/llmopt-fuzz-frontend" "$corpus" \
   -artifact_prefix="$artifacts/" -print_final_stats=1 -print_funcs=0 \
   2>&1 | tee "$work/fuzz.log" || true
 
+# New crash inputs join tests/fuzz-regressions/ (inputs already kept there are skipped).
 found=0
 for f in "$artifacts"/crash-* "$artifacts"/leak-* "$artifacts"/timeout-* "$artifacts"/oom-*; do
   [ -e "$f" ] || continue
-  cp -n "$f" "$root/tests/fuzz-regressions/" && found=$((found + 1))
+  known=0
+  for g in "$root"/tests/fuzz-regressions/*; do cmp -s "$f" "$g" && { known=1; break; }; done
+  [ "$known" = 1 ] && continue
+  cp "$f" "$root/tests/fuzz-regressions/" && found=$((found + 1))
 done
-echo "fuzz.sh: $found artifact(s) in $artifacts (copied to tests/fuzz-regressions/)"
+echo "fuzz.sh: $found new input(s) copied to tests/fuzz-regressions/ (all artifacts: $artifacts)"
