@@ -40,7 +40,7 @@ size_t foldKnown(Graph &g, const KnownValueMap &known) {
 
 } // namespace
 
-Expected<PreservedAnalyses> FoldShapesPass::run(Model &m, AnalysisManager &am) {
+Expected<size_t> foldStaticShapes(Model &m) {
   size_t total = 0;
   for (int round = 0; round < 8; ++round) {
     KnownValueMap known;
@@ -54,6 +54,11 @@ Expected<PreservedAnalyses> FoldShapesPass::run(Model &m, AnalysisManager &am) {
       break;
     eliminateDeadCode(m.graph());
   }
+  return total;
+}
+
+Expected<PreservedAnalyses> FoldShapesPass::run(Model &m, AnalysisManager &am) {
+  LLMOPT_ASSIGN_OR_RETURN(size_t total, foldStaticShapes(m));
   if (!total)
     return PreservedAnalyses::all();
   am.context().reportLines.push_back(fmt::format("fold-shapes: folded {} nodes", total));

@@ -18,6 +18,10 @@ public:
   Expected<PreservedAnalyses> run(Model &m, AnalysisManager &am) override;
 };
 
+/// What fold-shapes does, as a function (the fusion passes run it to read Slice bounds and
+/// reshape targets that exporters compute from static dims): returns the nodes folded.
+Expected<size_t> foldStaticShapes(Model &m);
+
 /// Runs shape inference over the model (see passes/analysis/ShapeInference.h).
 class InferShapesPass : public Pass {
 public:

@@ -82,10 +82,10 @@ bool keyValue(Value *v, Side &s) {
   return projected(v, s);
 }
 
-/// A causal mask [Unsqueeze](Where(LessOrEqual(Unsqueeze(Range(0, T), [0]),
+/// A causal mask [Unsqueeze..](Where(LessOrEqual(Unsqueeze(Range(0, T), [0]),
 /// Unsqueeze(Range(P, T), [1])), 0, -big)): returns T (the total length), or null.
 Value *causalTotal(Value *mask) {
-  if (Node *u = producerOf(mask, OpKind::Unsqueeze))
+  while (Node *u = producerOf(mask, OpKind::Unsqueeze)) // [None, None] is two Unsqueezes
     mask = u->input(0);
   Node *w = producerOf(mask, OpKind::Where);
   if (!w)
@@ -149,8 +149,9 @@ public:
     auto qk = op(OpKind::MatMul, val(&q), op(OpKind::Transpose, val(&kAll)).bind(&kT));
     auto scaled = oneOf(op(OpKind::Div, qk, scalar(&div, "scale divisor")),
                         op(OpKind::Mul, qk, scalar(&mul, "scale")).commute());
-    auto scores = oneOf(op(OpKind::Add, scaled, val(&mask)).commute(), scaled);
-    auto probs = op(OpKind::Softmax, scores).bind(&sm).anchorOnEntry();
+    // Float Casts around the Softmax (a wider-typed mask or softmax) only change precision.
+    auto scores = oneOf(op(OpKind::Add, floatCasts(scaled), val(&mask)).commute(), floatCasts(scaled));
+    auto probs = floatCasts(op(OpKind::Softmax, scores).bind(&sm).anchorOnEntry());
     // The context Transpose may also feed the Shape that computes the Reshape's target.
     auto p = op(OpKind::Reshape,
                 op(OpKind::Transpose, op(OpKind::MatMul, probs, val(&vAll))).bind(&ctxT).anyUses());

@@ -5,6 +5,7 @@
 
 #include "passes/analysis/ShapeInference.h"
 #include "passes/cleanup/Dce.h"
+#include "passes/cleanup/FoldShapes.h"
 
 namespace llmopt::fusion {
 
@@ -139,7 +140,22 @@ size_t prepare(Model &m) {
     g.eraseNode(n);
     ++lifted;
   }
-  (void)inferShapes(m);
+  // Best effort: a failure leaves shapes unknown, which only makes matches fail.
+  if (auto folded = foldStaticShapes(m))
+    lifted += *folded;
+  else
+    (void)inferShapes(m);
+  // torch writes a Cast for every `.to(dtype)`, also when the type does not change.
+  for (Node *n : g.nodeList()) {
+    if (!n->is(OpKind::Cast) || n->output()->isGraphOutput())
+      continue;
+    const Type &t = n->input(0)->type();
+    if (!t.isTensor() || t.quant || static_cast<int64_t>(t.elem) != n->attrInt("to", -1))
+      continue;
+    g.replaceAllUsesWith(n->output(), n->input(0));
+    g.eraseNode(n);
+    ++lifted;
+  }
   return lifted;
 }
 

@@ -50,9 +50,11 @@ Node *fuseWithResidual(Node *root, Node *add, OpKind kind, const std::vector<Val
 void ensureOpset(Model &m, const std::string &domain);
 
 /// Readies the main graph for matching: Constant nodes become constants (exporters write
-/// scalars and Slice bounds that way; the matchers read constants), and shapes are
-/// inferred (best effort: an unknown rank or dim only makes a match fail). Returns how
-/// many Constant nodes were lifted.
+/// scalars and Slice bounds that way; the matchers read constants), shape arithmetic on
+/// static dims is folded (torch computes RoPE's Slice bounds from Shape(x)[-1] / 2), shapes
+/// are inferred (best effort: an unknown rank or dim only makes a match fail) and Casts
+/// to their input's own type are dropped (torch writes one per `.to(dtype)`). Returns how
+/// many nodes it removed.
 size_t prepare(Model &m);
 
 /// Reports the pass's line, runs dce when something changed and says what was kept

@@ -203,6 +203,25 @@ template <typename... Ps> OneOfP<Ps...> oneOf(Ps... ps) {
   return p;
 }
 
+/// `p` behind any number of Casts between float types, each with one consumer: an
+/// exporter running a Softmax or a mask in a wider type (torch 1.13 writes the scores'
+/// Cast to f64 when the mask was built from Python floats). The caller's pattern fixes the
+/// types at both ends (a MatMul of the probabilities takes them back in v's type).
+template <typename P> struct FloatCastsP {
+  P inner;
+  bool match(Value *v, MatchLog &log) const {
+    for (Node *n = v ? v->producer() : nullptr; n && n->is(OpKind::Cast); n = v->producer()) {
+      if (!isFloat(v->type().elem) || !isFloat(n->input(0)->type().elem))
+        break;
+      if (v != log.root && useCount(v) > 1)
+        return log.fail(fmt::format("'{}' (Cast) has another consumer", v->name()));
+      v = n->input(0);
+    }
+    return inner.match(v, log);
+  }
+};
+template <typename P> FloatCastsP<P> floatCasts(P p) { return {std::move(p)}; }
+
 } // namespace pat
 
 /// Matches pattern `p` against node `n`'s first output (the root may have any number of
