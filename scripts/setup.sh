@@ -6,11 +6,13 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${1:-$root/build}"; shift || true
 
 # C++ toolchain and libraries, plus real text (KJV bible, word lists) for calibration,
-# evaluation and tokenizer tests (see README "Dependencies" for why each is here).
+# evaluation and tokenizer tests, clang + libFuzzer for scripts/fuzz.sh and GNU time for
+# bench/peak_rss.py (see README "Dependencies" for why each is here).
 apt_pkgs=(g++ cmake make pkg-config python3 python3-venv python3-pip
           libonnx-dev libonnx-testdata libprotobuf-dev protobuf-compiler libeigen3-dev
           libboost-graph-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev
-          bible-kjv bible-kjv-text wamerican wfrench wngerman wspanish)
+          bible-kjv bible-kjv-text wamerican wfrench wngerman wspanish
+          clang libclang-rt-14-dev time)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
