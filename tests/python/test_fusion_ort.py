@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx.parser
 import onnxruntime as ort
 import pytest
 
@@ -176,3 +177,57 @@ def test_fusion_and_int4_compose(models: dict[str, Path], tmp_path: Path, order:
     counts = _counts(onnx.load(str(tmp_path / "qf.onnx")))
     assert counts["MatMulNBits"] > 0 and counts["GroupQueryAttention"] == LAYERS, counts
     assert _rel(got, want) < REL_TOL
+
+
+# Interleaved RoPE (GPT-J's rotate_every_two) on q [B, N, S, H], cos/sin computed from the
+# positions 0..S-1 with each frequency repeated twice in a row.
+INTERLEAVED_ROPE = """
+<ir_version: 8, opset_import: ["" : 17]>
+rope (float[2,4,S,16] q) => (float[2,4,S,16] y)
+<int64 i0 = {0}, int64 i1 = {1}, int64 i2 = {2}, int64[1] z = {0}, int64[1] o = {1},
+ int64[1] last = {-1}, int64[1] ax = {3}, int64[1] two = {2}, int64[1] big = {9223372036854775807},
+ int64[3] fs = {1, -1, 16}, int64[4] xs = {2, 4, -1, 16}, float[8] inv = {INV}>
+{
+  sh = Shape(q)
+  s = Gather(sh, i2)
+  r = Range(i0, s, i1)
+  rf = Cast<to = 1>(r)
+  ru = Unsqueeze(rf, last)
+  f2 = Mul(ru, inv)
+  f = Unsqueeze(f2, z)
+  fu = Unsqueeze(f, last)
+  fc = Concat<axis = -1>(fu, fu)
+  emb = Reshape(fc, fs)
+  c0 = Cos(emb)
+  s0 = Sin(emb)
+  cos = Unsqueeze(c0, o)
+  sin = Unsqueeze(s0, o)
+  xe = Slice(q, z, big, ax, two)
+  xo = Slice(q, o, big, ax, two)
+  xon = Neg(xo)
+  u1 = Unsqueeze(xon, last)
+  u2 = Unsqueeze(xe, last)
+  pc = Concat<axis = -1>(u1, u2)
+  rot = Reshape(pc, xs)
+  a = Mul(q, cos)
+  b = Mul(rot, sin)
+  y = Add(a, b)
+}
+"""
+
+
+def test_interleaved_rope_in_ort(tmp_path: Path) -> None:
+    """fuse-rope lifts the interleaved form to RotaryEmbedding{interleaved=1}; ORT's kernel
+    gives the decomposition's outputs (positions up to 40, so the rotation matters)."""
+    inv = 1.0 / (10000.0 ** (np.arange(0, 16, 2) / 16))
+    text = INTERLEAVED_ROPE.replace("INV", ", ".join(f"{v:.9g}" for v in inv))
+    src = tmp_path / "rope.onnx"
+    onnx.save(onnx.parser.parse_model(text), str(src))
+    fused = _fuse(src, "fuse-rope", tmp_path / "fused.onnx")
+    ropes = [n for n in fused.graph.node if n.op_type == "RotaryEmbedding"]
+    assert len(ropes) == 1 and _counts(fused)["Neg"] == 0, _counts(fused)
+    assert onnx.helper.get_attribute_value(next(a for a in ropes[0].attribute if a.name == "interleaved")) == 1
+    q = np.random.default_rng(7).standard_normal((2, 4, 41, 16)).astype(np.float32)
+    want = _session(src).run(None, {"q": q})[0]
+    got = _session(tmp_path / "fused.onnx").run(None, {"q": q})[0]
+    assert _rel(got, want) < REL_TOL, _rel(got, want)
