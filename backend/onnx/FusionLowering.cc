@@ -2,6 +2,7 @@
 #include "backend/onnx/FusionLowering.h"
 
 #include <cmath>
+#include <limits>
 
 namespace llmopt::onnxw {
 
@@ -37,6 +38,28 @@ struct FusionLowering::Emit {
     if (st.isOk())
       st = sink.initializer(name, Tensor::scalar(DType::F32, v));
     return dt == DType::F32 ? name : op("CastLike", {name, like});
+  }
+  std::string ints(std::vector<int64_t> v) {
+    std::string name = sink.freshName(base + "/i");
+    const int64_t size = static_cast<int64_t>(v.size());
+    if (st.isOk())
+      st = sink.initializer(name, Tensor::fromVector<int64_t>(DType::I64, {size}, std::move(v)));
+    return name;
+  }
+  std::string int0(int64_t v) {
+    std::string name = sink.freshName(base + "/i");
+    if (st.isOk())
+      st = sink.initializer(name, Tensor::scalar<int64_t>(DType::I64, v));
+    return name;
+  }
+  /// x[..., start:end] on the last axis (Slice with inputs: opset >= 10).
+  std::string sliceLast(const std::string &x, int64_t start, int64_t end) {
+    return op("Slice", {x, ints({start}), ints({end}), ints({-1})});
+  }
+  std::string unsqueeze(const std::string &x, int64_t axis, int64_t opset) {
+    if (opset >= 13)
+      return op("Unsqueeze", {x, ints({axis})});
+    return op("Unsqueeze", {x}, attrs(Attribute::makeInts("axes", {axis})));
   }
   std::string axesLast(std::string_view reduce, const std::string &x, int64_t opset) {
     if (opset >= 18) {
@@ -158,12 +181,64 @@ Expected<bool> FusionLowering::lowerNode(const Node &n) {
     e.op("Mul", {half, e.op("Add", {inner, e.scalar(1.f, x)})}, {}, out);
     break;
   }
+  case OpKind::RotaryEmbedding:
+    LLMOPT_RETURN_IF_ERROR(lowerRope(e, n, opset));
+    break;
   default:
     return errorf("node '{}': {} has no standard ONNX form in llmopt's writer yet; "
                   "write it with --target=ort", n.name(), n.qualifiedOpType());
   }
   LLMOPT_RETURN_IF_ERROR(e.st);
   return true;
+}
+
+/// RotaryEmbedding(x [B, N, S, H], pos, cos_cache [P, H/2], sin_cache): the cache rows are
+/// Gather(cache, Range(0, S) + pos) for a one-element pos (an offset) or
+/// Unsqueeze(Gather(cache, pos), [1]) for [B, S] position ids; then with c, s those rows
+///   rotate-half:  Concat(x1*c - x2*s, x2*c + x1*s)          x1, x2 = the halves of x
+///   interleaved:  Reshape(Concat(e*c - o*s, o*c + e*s), Shape(x))
+///                                  e, o = the pairs' entries of Reshape(x, [0, 0, 0, H/2, 2])
+Status FusionLowering::lowerRope(Emit &e, const Node &n, int64_t opset) {
+  const Value *x = n.input(0), *pos = n.input(1), *cache = n.input(2);
+  auto dim = [](const Value *v, size_t i) -> int64_t {
+    const Type &t = v->type();
+    return t.dims && i < t.dims->size() && (*t.dims)[i].kind == Dim::Kind::Static ? (*t.dims)[i].value : -1;
+  };
+  const int64_t head = dim(x, 3), half = head > 0 ? head / 2 : dim(cache, 1);
+  if (x->type().rank() != 4 || n.attrInt("rotary_embedding_dim", 0) != 0 || half <= 0)
+    return errorf("node '{}': --target=onnx writes RotaryEmbedding only for a 4-D input of known "
+                  "head size, rotated whole", n.name());
+  if (opset < 11)
+    return errorf("node '{}': --target=onnx writes RotaryEmbedding from opset 11 (Range)", n.name());
+  auto in = [&](size_t i) { return sink_.name(n.input(i)); };
+  std::string cos, sin;
+  if (pos->type().rank() == 2) {
+    cos = e.unsqueeze(e.op("Gather", {in(2), in(1)}), 1, opset);
+    sin = e.unsqueeze(e.op("Gather", {in(3), in(1)}), 1, opset);
+  } else {
+    std::string seq = e.op("Gather", {e.op("Shape", {in(0)}), e.int0(2)});
+    std::string rows = e.op("Add", {e.op("Range", {e.int0(0), seq, e.int0(1)}), in(1)});
+    cos = e.op("Gather", {in(2), rows});
+    sin = e.op("Gather", {in(3), rows});
+  }
+  const std::string out = sink_.name(n.output(0));
+  auto rotate = [&](const std::string &a, const std::string &b) { // (a*c - b*s, b*c + a*s)
+    return std::pair(e.op("Sub", {e.op("Mul", {a, cos}), e.op("Mul", {b, sin})}),
+                     e.op("Add", {e.op("Mul", {b, cos}), e.op("Mul", {a, sin})}));
+  };
+  if (n.attrInt("interleaved", 0) == 0) {
+    auto [y1, y2] = rotate(e.sliceLast(in(0), 0, half),
+                           e.sliceLast(in(0), half, std::numeric_limits<int64_t>::max()));
+    e.op("Concat", {y1, y2}, attrs(Attribute::makeInt("axis", -1)), out);
+  } else {
+    std::string pairs = e.op("Reshape", {in(0), e.ints({0, 0, 0, half, 2})});
+    cos = e.unsqueeze(cos, -1, opset);
+    sin = e.unsqueeze(sin, -1, opset);
+    auto [ye, yo] = rotate(e.sliceLast(pairs, 0, 1), e.sliceLast(pairs, 1, 2));
+    std::string cat = e.op("Concat", {ye, yo}, attrs(Attribute::makeInt("axis", -1)));
+    e.op("Reshape", {cat, e.op("Shape", {in(0)})}, {}, out);
+  }
+  return e.st;
 }
 
 } // namespace llmopt::onnxw

@@ -7,7 +7,10 @@
 //                                                       x * Reciprocal(Sqrt(ReduceMean(x^2) + eps)) * w
 //                   LayerNormalization (opset < 17)  => the mean / variance decomposition
 //                   com.microsoft::Gelu / FastGelu   => Gelu (opset >= 20), else erf / tanh forms
-//                   RotaryEmbedding, attention ops   => an error naming the op (no standard
+//                   RotaryEmbedding (4-D x)          => cos/sin rows Gathered at the positions,
+//                                                       then x*cos + rotate(x)*sin on the halves
+//                                                       (or the interleaved pairs)
+//                   attention ops                    => an error naming the op (no standard
 //                                                       form written yet; use --target=ort)
 // --target=ort writes ORT's contrib ops (and SimplifiedLayerNormalization) as they are.
 #pragma once
@@ -25,6 +28,7 @@ public:
 
 private:
   struct Emit;
+  Status lowerRope(Emit &e, const Node &n, int64_t opset);
   const Model &model_;
   const ExportOptions &opts_;
   LoweringSink sink_;

@@ -10,8 +10,8 @@ namespace llmopt {
 /// do not overlap), RoPE before attention (the attention matcher reads the rotated q/k
 /// through RotaryEmbedding), and matmul-bias last so the projections the attention
 /// matcher consumes are still plain MatMul + Add. Each pass writes its own report line.
-/// With --target=onnx, fuse-rope and fuse-attention are skipped (said in the report): the
-/// ONNX writer has no standard form for RotaryEmbedding / GQA / MHA yet.
+/// With --target=onnx, fuse-attention is skipped (said in the report): the ONNX writer has
+/// no standard form for GQA / MHA yet (RotaryEmbedding it writes back as standard ops).
 class FuseLlmPass : public Pass {
 public:
   std::string_view name() const override { return "fuse-llm"; }

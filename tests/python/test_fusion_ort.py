@@ -132,8 +132,9 @@ def test_fused_matches_original_in_ort(models: dict[str, Path], tmp_path: Path, 
 
 @pytest.mark.parametrize("name", ["llama", "bert"])
 def test_onnx_target_is_standard(models: dict[str, Path], tmp_path: Path, name: str) -> None:
-    """fuse-llm --target=onnx writes only default-domain ops (RoPE and attention are left
-    decomposed: the writer has no standard form for them yet)."""
+    """fuse-llm --target=onnx writes only default-domain ops (RotaryEmbedding is written
+    back as standard ops; attention is left decomposed: the writer has no standard form for
+    it yet)."""
     fused = _fuse(models[name], "fuse-llm", tmp_path / "std.onnx", target="onnx")
     assert all(n.domain in ("", "ai.onnx") for n in fused.graph.node)
     feeds = _feeds(name)
@@ -216,17 +217,23 @@ rope (float[2,4,S,16] q) => (float[2,4,S,16] y)
 """
 
 
-def test_interleaved_rope_in_ort(tmp_path: Path) -> None:
+@pytest.mark.parametrize("target", ["ort", "onnx"])
+def test_interleaved_rope_in_ort(tmp_path: Path, target: str) -> None:
     """fuse-rope lifts the interleaved form to RotaryEmbedding{interleaved=1}; ORT's kernel
-    gives the decomposition's outputs (positions up to 40, so the rotation matters)."""
+    (--target=ort) and the standard ops written back (--target=onnx) give the original's
+    outputs (positions up to 40, so the rotation matters)."""
     inv = 1.0 / (10000.0 ** (np.arange(0, 16, 2) / 16))
     text = INTERLEAVED_ROPE.replace("INV", ", ".join(f"{v:.9g}" for v in inv))
     src = tmp_path / "rope.onnx"
     onnx.save(onnx.parser.parse_model(text), str(src))
-    fused = _fuse(src, "fuse-rope", tmp_path / "fused.onnx")
+    fused = _fuse(src, "fuse-rope", tmp_path / "fused.onnx", target=target)
     ropes = [n for n in fused.graph.node if n.op_type == "RotaryEmbedding"]
-    assert len(ropes) == 1 and _counts(fused)["Neg"] == 0, _counts(fused)
-    assert onnx.helper.get_attribute_value(next(a for a in ropes[0].attribute if a.name == "interleaved")) == 1
+    if target == "onnx":
+        assert not ropes and all(n.domain in ("", "ai.onnx") for n in fused.graph.node)
+    else:
+        assert len(ropes) == 1 and _counts(fused)["Neg"] == 0, _counts(fused)
+        attr = next(a for a in ropes[0].attribute if a.name == "interleaved")
+        assert onnx.helper.get_attribute_value(attr) == 1
     q = np.random.default_rng(7).standard_normal((2, 4, 41, 16)).astype(np.float32)
     want = _session(src).run(None, {"q": q})[0]
     got = _session(tmp_path / "fused.onnx").run(None, {"q": q})[0]
