@@ -6,6 +6,7 @@
 #include <limits>
 #include <map>
 #include <optional>
+#include <tuple>
 #include <unordered_map>
 
 #include <fmt/format.h>
@@ -71,12 +72,12 @@ double sqDiff(const float *a, const float *b, int64_t n) {
 class EndToEnd {
 public:
   static Expected<EndToEnd> make(const Model &m, const std::vector<std::vector<int64_t>> &windows,
-                                 int threads) {
+                                 size_t maxWindows, int threads) {
     EndToEnd e;
     e.model_ = &m;
     e.threads_ = threads;
     e.kl_ = !m.graph().outputs().empty() && m.graph().outputs().front()->name() == "logits";
-    for (size_t i = 0; i < windows.size() && i < kWindows; ++i) {
+    for (size_t i = 0; i < windows.size() && i < maxWindows; ++i) {
       std::vector<int64_t> ids(windows[i].begin(),
                                windows[i].begin() + std::min<size_t>(windows[i].size(), kTokens));
       LLMOPT_ASSIGN_OR_RETURN(std::vector<Tensor> in, calib::makeInputs(m.graph(), ids));
@@ -110,7 +111,7 @@ public:
   }
 
 private:
-  static constexpr size_t kWindows = 2, kTokens = 128;
+  static constexpr size_t kTokens = 128;
   Expected<Tensor> first(const std::vector<Tensor> &in) const {
     interp::RunOptions ro;
     ro.threads = threads_;
@@ -163,18 +164,21 @@ private:
 /// One candidate format: `bits` (2..8) in blocks of `block` along K, or 16 (f16).
 struct Format {
   int64_t bits = 4, block = 128;
+  bool sym = true; ///< symmetric (no zero points)
   bool operator==(const Format &) const = default;
-  bool operator<(const Format &o) const { return bits != o.bits ? bits < o.bits : block < o.block; }
+  bool operator<(const Format &o) const {
+    return std::tie(bits, block, o.sym) < std::tie(o.bits, o.block, sym); // sym first
+  }
 };
 
 std::string formatName(const Format &f) {
-  return f.bits == 16 ? "f16" : fmt::format("int{}/b{}", f.bits, f.block);
+  return f.bits == 16 ? "f16" : fmt::format("int{}/b{}{}", f.bits, f.block, f.sym ? "" : "/asym");
 }
 
 /// Quantizes `w` in format `f` (2..8 bits) with the pass's method.
 Expected<Tensor> quantizeAs(const Tensor &w, const Format &f, const QuantMixedOptions &o,
                             const quantpass::GptqFactor *factor, const std::vector<double> *h) {
-  const QuantEncoding enc = encodingOf(f.bits, f.block, o.symmetric, w.shape()[0]);
+  const QuantEncoding enc = encodingOf(f.bits, f.block, f.sym, w.shape()[0]);
   if (o.method == "gptq" && factor && h) {
     quantpass::GptqOptions go;
     go.measure = false;
@@ -284,12 +288,14 @@ Expected<QuantMixedOptions> parseQuantMixedOptions(const PassOptionList &opts) {
   LLMOPT_ASSIGN_OR_RETURN(o.candidates, r.getIntList("candidates", o.candidates));
   LLMOPT_ASSIGN_OR_RETURN(o.block, quantpass::readBlock(r, "quant-mixed", 128));
   LLMOPT_ASSIGN_OR_RETURN(o.blocks, r.getIntList("blocks", {}));
-  LLMOPT_ASSIGN_OR_RETURN(std::string mode, r.getChoice("mode", {"sym", "asym"}, "sym"));
-  o.symmetric = mode == "sym";
+  LLMOPT_ASSIGN_OR_RETURN(std::string mode, r.getChoice("mode", {"sym", "asym", "both"}, "sym"));
+  o.symmetric = mode != "asym";
+  o.asymToo = mode == "both";
   LLMOPT_ASSIGN_OR_RETURN(o.method, r.getChoice("method", {"rtn", "gptq"}, "gptq"));
   LLMOPT_ASSIGN_OR_RETURN(o.metric,
                           r.getChoice("metric", {"hessian", "relative", "weight", "kl"}, "hessian"));
   LLMOPT_ASSIGN_OR_RETURN(o.embed, r.getFlag("embed", false));
+  LLMOPT_ASSIGN_OR_RETURN(o.probeWindows, r.getInt("probe-windows", 2, 1, 1024));
   LLMOPT_RETURN_IF_ERROR(r.finish());
   if (o.embed && o.metric != "kl" && o.metric != "weight")
     return errorf("pass 'quant-mixed': option 'embed' needs metric=kl or metric=weight (an "
@@ -373,15 +379,19 @@ Expected<PreservedAnalyses> QuantMixedPass::run(Model &m, AnalysisManager &am) {
     if (bits == 16)
       formats.push_back({16, 0});
     else
-      for (int64_t b : o.blocks)
-        formats.push_back({bits, b});
+      for (int64_t b : o.blocks) {
+        formats.push_back({bits, b, o.symmetric});
+        if (o.asymToo)
+          formats.push_back({bits, b, false});
+      }
   std::sort(formats.begin(), formats.end());
   // The probe: 4 bits (else the largest candidate below) in blocks of `block` when that is
   // among `blocks`, else the largest block.
   const bool haveBlock = std::find(o.blocks.begin(), o.blocks.end(), o.block) != o.blocks.end();
   auto probeRank = [&](const Format &f) {
-    return std::pair<int64_t, int64_t>(f.bits <= 4 ? f.bits : -f.bits,
-                                       haveBlock && f.block == o.block ? 1000 : f.block);
+    return std::tuple<int64_t, int64_t, bool>(f.bits <= 4 ? f.bits : -f.bits,
+                                              haveBlock && f.block == o.block ? 1000 : f.block,
+                                              f.sym == o.symmetric);
   };
   Format probe = formats.front();
   for (const Format &f : formats)
@@ -389,7 +399,7 @@ Expected<PreservedAnalyses> QuantMixedPass::run(Model &m, AnalysisManager &am) {
       probe = f;
   if (o.metric == "kl") {
     LLMOPT_ASSIGN_OR_RETURN(auto windows, calib::loadWindows(am.context()));
-    LLMOPT_ASSIGN_OR_RETURN(EndToEnd e, EndToEnd::make(m, windows, am.context().threads));
+    LLMOPT_ASSIGN_OR_RETURN(EndToEnd e, EndToEnd::make(m, windows, static_cast<size_t>(o.probeWindows), am.context().threads));
     e2e = std::move(e);
   }
   // metric=kl: scales one weight's local errors so the probe format's equals its
@@ -424,7 +434,7 @@ Expected<PreservedAnalyses> QuantMixedPass::run(Model &m, AnalysisManager &am) {
         auto q = quantizeAs(w, f, o, factor, h);
         if (!q)
           return q.status().withContext("weight '" + weights[i].weight->name() + "'");
-        LLMOPT_ASSIGN_OR_RETURN(Tensor d, quant::dequantize(*q, encodingOf(f.bits, f.block, o.symmetric, K)));
+        LLMOPT_ASSIGN_OR_RETURN(Tensor d, quant::dequantize(*q, encodingOf(f.bits, f.block, f.sym, K)));
         const float *dv = reinterpret_cast<const float *>(d.data());
         deq.assign(dv, dv + K * N);
       }
@@ -433,7 +443,7 @@ Expected<PreservedAnalyses> QuantMixedPass::run(Model &m, AnalysisManager &am) {
       c.error.push_back(e);
       if (e2e && f == probe)
         probeDeq = std::move(deq);
-      c.bytes.push_back(emittedBytes(K, N, f.bits, f.block, o.symmetric, ort));
+      c.bytes.push_back(emittedBytes(K, N, f.bits, f.block, f.sym, ort));
     }
     return e2e ? rescale(c, weights[i].weight, std::move(probeDeq)) : Status::ok();
   };
@@ -451,7 +461,7 @@ Expected<PreservedAnalyses> QuantMixedPass::run(Model &m, AnalysisManager &am) {
         deq = halfRoundTrip(w);
       } else {
         const QuantEncoding enc =
-            quantpass::tableEncoding(static_cast<int>(f.bits), f.block, o.symmetric, H);
+            quantpass::tableEncoding(static_cast<int>(f.bits), f.block, f.sym, H);
         auto q = quantpass::quantizeTensor(w, enc, quantpass::Method::Rtn, true);
         if (!q)
           return q.status().withContext("table '" + v->name() + "'");
@@ -462,7 +472,7 @@ Expected<PreservedAnalyses> QuantMixedPass::run(Model &m, AnalysisManager &am) {
       c.error.push_back(sqDiff(x, deq.data(), V * H));
       if (e2e && f == probe)
         probeDeq = std::move(deq);
-      c.bytes.push_back(emittedBytes(H, V, f.bits, f.block, o.symmetric, ort, /*packTwoBit=*/false));
+      c.bytes.push_back(emittedBytes(H, V, f.bits, f.block, f.sym, ort, /*packTwoBit=*/false));
     }
     return e2e ? rescale(c, v, std::move(probeDeq)) : Status::ok();
   };
@@ -528,7 +538,7 @@ Expected<PreservedAnalyses> QuantMixedPass::run(Model &m, AnalysisManager &am) {
     if (!q)
       return q.status().withContext("weight '" + w.weight->name() + "'");
     quantpass::installQuantized(g, w, q.take(),
-                                encodingOf(f.bits, f.block, o.symmetric, t.shape()[0]), wst);
+                                encodingOf(f.bits, f.block, f.sym, t.shape()[0]), wst);
     return Status::ok();
   };
   auto applyGroup = [&](calib::Stats &st) -> Status {
@@ -573,7 +583,7 @@ Expected<PreservedAnalyses> QuantMixedPass::run(Model &m, AnalysisManager &am) {
       continue;
     }
     const QuantEncoding enc =
-        quantpass::tableEncoding(static_cast<int>(f.bits), f.block, o.symmetric, shape[1]);
+        quantpass::tableEncoding(static_cast<int>(f.bits), f.block, f.sym, shape[1]);
     auto q = quantpass::quantizeTensor(*v->constant(), enc, quantpass::Method::Rtn, true);
     if (!q)
       return q.status().withContext("quant-mixed: table '" + v->name() + "'");
@@ -592,7 +602,7 @@ Expected<PreservedAnalyses> QuantMixedPass::run(Model &m, AnalysisManager &am) {
       "quant-mixed (bpw {}, candidates {}, blocks {}, {}, method {}, metric {}): {} weights{} "
       "allocated {} bytes of a {:.0f}-byte budget; whole model {:.4f} bits per parameter as "
       "written for --target={}; {}; summed {} error {:.6g}{}; skipped: {}",
-      o.bpw, fmt::join(o.candidates, ","), fmt::join(o.blocks, ","), o.symmetric ? "sym" : "asym",
+      o.bpw, fmt::join(o.candidates, ","), fmt::join(o.blocks, ","), o.asymToo ? "sym+asym" : o.symmetric ? "sym" : "asym",
       o.method,
       e2e ? fmt::format("kl (end-to-end probe at {} on {})", formatName(probe), e2e->what())
           : o.metric,

@@ -1,8 +1,8 @@
 // quant-mixed: per-weight precision under a bits-per-weight budget.
 //
 // 1. Sensitivity. For every constant 2-D f32 MatMul weight W [K, N] and every candidate
-//    format c (2, 3, 4, 8 bits in blocks along K of each size in `blocks`, or 16 = f16
-//    storage), quantize W with the
+//    format c (2, 3, 4, 8 bits in blocks along K of each size in `blocks`, symmetric or
+//    asymmetric per `mode` (both with mode=both), or 16 = f16 storage), quantize W with the
 //    pass's method (rtn, or gptq with the calibration Hessian) and measure the error:
 //      metric=hessian   tr(dW^T H dW): the squared output error over the calibration rows
 //                       (H = X^T X of the weight's input, Calibration.h)
@@ -10,7 +10,8 @@
 //      metric=weight    ||dW||^2 (data-free: no --calib needed with method=rtn)
 //      metric=kl        end to end: the weight alone quantized in the probe format (4 bits,
 //                       or the largest candidate below), the model's mean KL vs the
-//                       unquantized logits on 2 calibration windows of 128 tokens (relative
+//                       unquantized logits on `probe-windows` (2) calibration windows of
+//                       128 tokens (relative
 //                       output error for models without `logits`); the other formats'
 //                       errors are that KL times their Hessian error over the probe's. One
 //                       forward pass per weight and window.
@@ -42,8 +43,10 @@ struct QuantMixedOptions {
   int64_t block = 128;                             ///< block along K for 2..8 bits
   std::vector<int64_t> blocks; ///< blocks to choose from (each with each bit width); {block}
   bool symmetric = true;
+  bool asymToo = false; ///< mode=both: each format symmetric and asymmetric (zero points)
   std::string method = "gptq"; ///< rtn | gptq
   std::string metric = "hessian"; ///< hessian | relative | weight | kl
+  int64_t probeWindows = 2; ///< metric=kl: calibration windows (of 128 tokens) per probe
   bool embed = false; ///< also allocate the embedding tables (and a tied LM head)
 };
 Expected<QuantMixedOptions> parseQuantMixedOptions(const PassOptionList &opts);

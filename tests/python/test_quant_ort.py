@@ -63,7 +63,8 @@ PASSES = [
     "quant-int4<method=awq;block=64>",
     "quant-mixed<bpw=7>",
     "quant-embed,quant-mixed<bpw=6;candidates=2,4,8,16;method=rtn;metric=weight>",
-    "quant-mixed<bpw=6;candidates=2,4,8,16;metric=kl;embed>",  # the table allocated too
+    # the table allocated too; sym and asym formats; 3 probe windows
+    "quant-mixed<bpw=6;candidates=2,4,8,16;metric=kl;embed;mode=both;probe-windows=3>",
 ]
 
 pytestmark = pytest.mark.skipif(not (LLMOPT.exists() and RUNNER.exists()),

@@ -284,9 +284,11 @@ TEST(QuantMixed, AllocatorFitsTheBudgetAndBeatsEveryUniformFormat) {
       err += c.error[static_cast<size_t>(c.picked)];
     }
     EXPECT_LE(bytes, budget);
-    for (size_t j = 0; j < 4; ++j)
-      if (uniformBytes[j] <= budget)
+    for (size_t j = 0; j < 4; ++j) {
+      if (uniformBytes[j] <= budget) {
         EXPECT_LE(err, uniformErr[j]) << "trial " << trial << " format " << j;
+      }
+    }
   }
   std::vector<quantpass::FormatChoice> tiny(1);
   tiny[0].bytes = {100, 200};
@@ -326,7 +328,7 @@ TEST(QuantMixed, EmbedAllocatesTheEmbeddingTableToo) {
   // is a candidate and the budget holds.
   auto m = tinyMlp();
   AnalysisManager am(calibContext());
-  auto pm = parsePipeline("quant-mixed<bpw=8;block=16;metric=kl;embed>", PassRegistry::global());
+  auto pm = parsePipeline("quant-mixed<bpw=8;block=16;metric=kl;embed;mode=both;probe-windows=3>", PassRegistry::global());
   ASSERT_TRUE(pm) << pm.status().message();
   auto r = (*pm)->run(*m, am);
   ASSERT_TRUE(r) << r.status().message();
