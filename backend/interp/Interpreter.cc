@@ -208,9 +208,16 @@ Expected<std::vector<Tensor>> run(const Graph &g, const std::vector<Tensor> &inp
       if (opts.onValue)
         LLMOPT_RETURN_IF_ERROR(opts.onValue(*v, t));
     }
-    for (const Value *v : n.inputs())
-      if (v && lastUse[v] == idx && !outputs.count(v))
-        env.erase(v);
+    for (const Value *v : n.inputs()) {
+      if (!v || lastUse[v] != idx || outputs.count(v))
+        continue;
+      env.erase(v);
+      if (opts.releaseMappedConstants && v->isConstant()) {
+        const Tensor &c = *v->constant();
+        if (c.isMapped())
+          c.mapping()->release(c.mappingOffset(), c.nbytes());
+      }
+    }
   }
 
   std::vector<Tensor> result;

@@ -25,6 +25,10 @@ struct RunOptions {
   /// output, as soon as it is computed (before later nodes run); an error stops the run.
   /// Calibration reads activations through it.
   std::function<Status(const Value &, const Tensor &)> onValue;
+  /// Drop the pages of a constant mapped from external data after its last reader in
+  /// this run (they are read back from the file when touched again): a pass over a model
+  /// larger than RAM keeps about one layer's weights resident. Calibration sets it.
+  bool releaseMappedConstants = false;
 };
 
 /// Runs a graph: `inputs` bind graph inputs in order (an input left out takes its

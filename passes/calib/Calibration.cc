@@ -205,6 +205,7 @@ Expected<Stats> collect(const Model &m, const std::vector<std::vector<int64_t>> 
   std::vector<float> scratchT, scratchH;
   interp::RunOptions ro;
   ro.threads = threads;
+  ro.releaseMappedConstants = true; // one layer's weights resident, not the model's
   ro.onValue = [&](const Value &v, const Tensor &t) -> Status {
     auto it = st.acts.find(&v);
     if (it == st.acts.end())

@@ -114,15 +114,9 @@ Expected<PreservedAnalyses> QuantW8A8Pass::run(Model &m, AnalysisManager &am) {
   quantpass::WeightQuantStats st;
   st.gemms = quantpass::gemmsToMatMuls(g, st.skips);
 
-  std::string smoothLine = "no smoothing (nosmooth)";
-  if (!opts_.noSmooth) {
-    LLMOPT_ASSIGN_OR_RETURN(calib::Stats * stats, am.get<calib::ActivationStatsAnalysis>(m));
-    LLMOPT_ASSIGN_OR_RETURN(quantpass::SmoothStats ss,
-                            quantpass::smoothQuant(g, *stats, opts_.smooth, isQuantizableWeight));
-    smoothLine = "smoothquant: " + ss.summary(opts_.smooth);
-  }
-
-  for (const quantpass::MatMulWeight &w : quantpass::findMatMulWeights(g, 16, st.skips)) {
+  // One weight to int8 (per block for MatMulNBits / DequantizeLinear, per column for the
+  // per-tensor activation forms); the f32 original is freed.
+  auto quantizeOne = [&](const quantpass::MatMulWeight &w) -> Status {
     const Tensor &t = *w.weight->constant();
     if (!opts_.perTensor) {
       const QuantEncoding enc{DType::I8, 8, 0, quantpass::effectiveBlock(opts_.block, t.shape()[0]),
@@ -131,7 +125,7 @@ Expected<PreservedAnalyses> QuantW8A8Pass::run(Model &m, AnalysisManager &am) {
       if (!q)
         return q.status().withContext("weight '" + w.weight->name() + "'");
       quantpass::installQuantized(g, w, q.take(), enc, st);
-      continue;
+      return Status::ok();
     }
     auto [q, scale] = quantizePerColumn(t);
     st.weights += 1;
@@ -148,7 +142,33 @@ Expected<PreservedAnalyses> QuantW8A8Pass::run(Model &m, AnalysisManager &am) {
     g.removeUnusedConstants();
     if (original->isMapped() && original.use_count() == 1) // as installQuantized does
       original->mapping()->release(original->mappingOffset(), original->nbytes());
+    return Status::ok();
+  };
+
+  std::string smoothLine = "no smoothing (nosmooth)";
+  if (!opts_.noSmooth) {
+    LLMOPT_ASSIGN_OR_RETURN(calib::Stats * stats, am.get<calib::ActivationStatsAnalysis>(m));
+    // Each smoothed group is quantized as soon as its weights are final: one layer's f32
+    // copies at a time, not the model's.
+    auto onGroup = [&](const std::vector<Value *> &group) -> Status {
+      for (Value *v : group) {
+        if (!isQuantizableWeight(v))
+          continue;
+        quantpass::MatMulWeight w{v, {}};
+        for (const Use &u : v->uses())
+          w.users.push_back(u.user);
+        LLMOPT_RETURN_IF_ERROR(quantizeOne(w));
+      }
+      return Status::ok();
+    };
+    LLMOPT_ASSIGN_OR_RETURN(quantpass::SmoothStats ss,
+                            quantpass::smoothQuant(g, *stats, opts_.smooth, isQuantizableWeight,
+                                                   onGroup));
+    smoothLine = "smoothquant: " + ss.summary(opts_.smooth);
   }
+  // The rest: weights whose activation was not smoothed (or all, with nosmooth).
+  for (const quantpass::MatMulWeight &w : quantpass::findMatMulWeights(g, 16, st.skips))
+    LLMOPT_RETURN_IF_ERROR(quantizeOne(w));
   if (opts_.perTensor && !onnx && st.weights > 0 && !m.opsets.count("com.microsoft"))
     m.opsets["com.microsoft"] = 1;
 

@@ -2,6 +2,8 @@
 // ScaleFold.h.
 #include "passes/quant/ScaleFold.h"
 
+#include "passes/quant/QuantCommon.h"
+
 #include <algorithm>
 
 namespace llmopt::quantpass {
@@ -114,13 +116,17 @@ void applyScale(Graph &g, const std::vector<Value *> &ws, const ScaleFold &fold,
                 const std::vector<double> &s) {
   const int64_t K = static_cast<int64_t>(s.size());
   for (Value *wv : ws) {
-    Tensor w = copyF32(*wv->constant());
+    const Tensor &original = *wv->constant();
+    Tensor w = copyF32(original);
+    if (original.isMapped()) // the scaled copy replaces it: drop the mapped pages now
+      original.mapping()->release(original.mappingOffset(), original.nbytes());
     float *d = reinterpret_cast<float *>(w.mutableData());
     const int64_t N = w.shape()[1];
     for (int64_t k = 0; k < K; ++k)
       for (int64_t n = 0; n < N; ++n)
         d[k * N + n] = static_cast<float>(d[k * N + n] * s[static_cast<size_t>(k)]);
-    g.replaceWithConstant(wv, std::move(w));
+    // A model streamed from disk keeps the scaled copy in the page cache too.
+    g.replaceWithConstant(wv, spillLikeOriginal(std::move(w), original));
   }
   g.replaceWithConstant(fold.constant, divideLastAxis(*fold.constant->constant(), s));
   if (fold.bias)

@@ -27,6 +27,8 @@ std::vector<double> migrationScales(const std::vector<float> &amax, const std::v
       for (int64_t n = 0; n < N; ++n)
         wmax[static_cast<size_t>(k)] =
             std::max(wmax[static_cast<size_t>(k)], static_cast<double>(std::fabs(d[k * N + n])));
+    if (w.isMapped()) // read back when the group is scaled: keep one group resident
+      w.mapping()->release(w.mappingOffset(), w.nbytes());
   }
   for (size_t k = 0; k < s.size(); ++k) {
     if (amax[k] > 0)
@@ -57,9 +59,19 @@ std::string SmoothStats::summary(double alpha) const {
 }
 
 Expected<SmoothStats> smoothQuant(Graph &g, const calib::Stats &stats, double alpha,
-                                  const std::function<bool(const Value *)> &isWeight) {
+                                  const std::function<bool(const Value *)> &isWeight,
+                                  const GroupCallback &onGroup) {
   SmoothStats st;
   double logBefore = 0, logAfter = 0;
+  // The scales first, in topological order. A group's weights change only by its own row
+  // scaling and by the column fold of an activation downstream of it, so here every group
+  // is still as loaded and the scales are those of applying in this order.
+  struct Planned {
+    const Value *x;
+    int64_t K;
+    std::vector<double> s;
+  };
+  std::vector<Planned> plan;
   for (const Value *x : calib::matmulWeightInputs(g)) {
     // Match: every reader a MatMul with a quantizable weight, a producer that can take 1/s.
     const Value *first = nullptr;
@@ -76,8 +88,7 @@ Expected<SmoothStats> smoothQuant(Graph &g, const calib::Stats &stats, double al
       ++st.noFold;
       continue;
     }
-    const std::vector<Value *> ws = scaledWeights(x);
-    const std::vector<double> s = migrationScales(as->maxAbs, ws, alpha);
+    std::vector<double> s = migrationScales(as->maxAbs, scaledWeights(x), alpha);
     std::vector<double> before(static_cast<size_t>(K)), after(static_cast<size_t>(K));
     for (size_t k = 0; k < s.size(); ++k) {
       before[k] = as->maxAbs[k];
@@ -85,10 +96,21 @@ Expected<SmoothStats> smoothQuant(Graph &g, const calib::Stats &stats, double al
     }
     logBefore += std::log(outlierRatio(before));
     logAfter += std::log(outlierRatio(after));
-    applyScale(g, ws, *fold, s);
+    plan.push_back({x, K, std::move(s)});
+  }
+  // Applied in reverse: when a group is scaled, every fold that touches its weights is
+  // done, so `onGroup` can quantize them now and the f32 copies never pile up.
+  for (auto it = plan.rbegin(); it != plan.rend(); ++it) {
+    std::optional<ScaleFold> fold = findScaleFold(it->x, it->K);
+    if (!fold)
+      return internalErrorf("smoothQuant: the fold of '{}' vanished while applying",
+                            it->x->name());
+    applyScale(g, scaledWeights(it->x), *fold, it->s);
     ++(fold->kind == ScaleFold::Kind::Vector    ? st.normFolds
        : fold->kind == ScaleFold::Kind::Columns ? st.matmulFolds
-                                           : st.biasNormFolds);
+                                                : st.biasNormFolds);
+    if (onGroup)
+      LLMOPT_RETURN_IF_ERROR(onGroup(scaledWeights(it->x)));
   }
   g.removeUnusedConstants();
   if (st.smoothed() > 0) {

@@ -46,7 +46,12 @@ struct SmoothStats {
 /// accepts (constant 2-D f32 MatMul B's that will be quantized), using the per-channel
 /// max|x| of `stats` (keyed by the MatMul's A input). The graph computes the same function
 /// up to float rounding; weights and folded constants are replaced by new constants.
+/// With `onGroup`, each smoothed group's final weights are handed over as soon as no
+/// other fold can touch them (groups are applied in reverse topological order), so a
+/// caller can quantize and free them one layer at a time.
+using GroupCallback = std::function<Status(const std::vector<Value *> &weights)>;
 Expected<SmoothStats> smoothQuant(Graph &g, const calib::Stats &stats, double alpha,
-                                  const std::function<bool(const Value *)> &isWeight);
+                                  const std::function<bool(const Value *)> &isWeight,
+                                  const GroupCallback &onGroup = nullptr);
 
 } // namespace llmopt::quantpass
