@@ -57,6 +57,13 @@ std::vector<float> halfRoundTrip(const Tensor &w) {
   return out;
 }
 
+/// The f32 values of quantized `q` (encoding `enc`).
+Expected<std::vector<float>> values(const Tensor &q, const QuantEncoding &enc) {
+  LLMOPT_ASSIGN_OR_RETURN(Tensor d, quant::dequantize(q, enc));
+  const float *dv = reinterpret_cast<const float *>(d.data());
+  return std::vector<float>(dv, dv + d.numel());
+}
+
 double sqDiff(const float *a, const float *b, int64_t n) {
   double s = 0;
   for (int64_t i = 0; i < n; ++i) {
@@ -413,6 +420,26 @@ Expected<PreservedAnalyses> QuantMixedPass::run(Model &m, AnalysisManager &am) {
       e = e / local * resp;
     return Status::ok();
   };
+  // Every format's error and stored bytes for one weight `v`: `roundTrip(f)` gives the
+  // dequantized values of a 2..8-bit format (f16 is a half round trip), `error` scores
+  // them; with metric=kl the errors are rescaled by the probe format's response.
+  auto measureFormats = [&](Choice &c, Value *v, const auto &roundTrip, const auto &error,
+                            const auto &bytes) -> Status {
+    std::vector<float> probeDeq;
+    for (const Format &f : formats) {
+      std::vector<float> deq;
+      if (f.bits == 16) {
+        deq = halfRoundTrip(*v->constant());
+      } else {
+        LLMOPT_ASSIGN_OR_RETURN(deq, roundTrip(f));
+      }
+      c.error.push_back(error(deq));
+      if (e2e && f == probe)
+        probeDeq = std::move(deq);
+      c.bytes.push_back(bytes(f));
+    }
+    return e2e ? rescale(c, v, std::move(probeDeq)) : Status::ok();
+  };
   auto measure = [&](size_t i, const quantpass::GptqFactor *factor,
                      const std::vector<double> *h) -> Status {
     const Tensor &w = *weights[i].weight->constant();
@@ -424,28 +451,20 @@ Expected<PreservedAnalyses> QuantMixedPass::run(Model &m, AnalysisManager &am) {
       std::vector<float> zero(static_cast<size_t>(K * N), 0.f);
       energy = std::max(quantpass::hessianError(x, zero.data(), K, N, *h), 1e-30);
     }
-    Choice &c = choices[i];
-    std::vector<float> probeDeq;
-    for (const Format &f : formats) {
-      std::vector<float> deq;
-      if (f.bits == 16) {
-        deq = halfRoundTrip(w);
-      } else {
-        auto q = quantizeAs(w, f, o, factor, h);
-        if (!q)
-          return q.status().withContext("weight '" + weights[i].weight->name() + "'");
-        LLMOPT_ASSIGN_OR_RETURN(Tensor d, quant::dequantize(*q, encodingOf(f.bits, f.block, f.sym, K)));
-        const float *dv = reinterpret_cast<const float *>(d.data());
-        deq.assign(dv, dv + K * N);
-      }
-      const double e = useH ? quantpass::hessianError(x, deq.data(), K, N, *h) / energy
-                            : sqDiff(x, deq.data(), K * N);
-      c.error.push_back(e);
-      if (e2e && f == probe)
-        probeDeq = std::move(deq);
-      c.bytes.push_back(emittedBytes(K, N, f.bits, f.block, f.sym, ort));
-    }
-    return e2e ? rescale(c, weights[i].weight, std::move(probeDeq)) : Status::ok();
+    auto roundTrip = [&](const Format &f) -> Expected<std::vector<float>> {
+      auto q = quantizeAs(w, f, o, factor, h);
+      if (!q)
+        return q.status().withContext("weight '" + weights[i].weight->name() + "'");
+      return values(*q, encodingOf(f.bits, f.block, f.sym, K));
+    };
+    auto error = [&](const std::vector<float> &deq) {
+      return useH ? quantpass::hessianError(x, deq.data(), K, N, *h) / energy
+                  : sqDiff(x, deq.data(), K * N);
+    };
+    auto bytes = [&](const Format &f) {
+      return emittedBytes(K, N, f.bits, f.block, f.sym, ort);
+    };
+    return measureFormats(choices[i], weights[i].weight, roundTrip, error, bytes);
   };
   // An embedding table, quantized by RTN in blocks along H.
   auto measureTable = [&](size_t t) -> Status {
@@ -453,28 +472,19 @@ Expected<PreservedAnalyses> QuantMixedPass::run(Model &m, AnalysisManager &am) {
     const Tensor &w = *v->constant();
     const int64_t V = w.shape()[0], H = w.shape()[1];
     const float *x = reinterpret_cast<const float *>(w.data());
-    Choice &c = choices[weights.size() + t];
-    std::vector<float> probeDeq;
-    for (const Format &f : formats) {
-      std::vector<float> deq;
-      if (f.bits == 16) {
-        deq = halfRoundTrip(w);
-      } else {
-        const QuantEncoding enc =
-            quantpass::tableEncoding(static_cast<int>(f.bits), f.block, f.sym, H);
-        auto q = quantpass::quantizeTensor(w, enc, quantpass::Method::Rtn, true);
-        if (!q)
-          return q.status().withContext("table '" + v->name() + "'");
-        LLMOPT_ASSIGN_OR_RETURN(Tensor d, quant::dequantize(*q, enc));
-        const float *dv = reinterpret_cast<const float *>(d.data());
-        deq.assign(dv, dv + V * H);
-      }
-      c.error.push_back(sqDiff(x, deq.data(), V * H));
-      if (e2e && f == probe)
-        probeDeq = std::move(deq);
-      c.bytes.push_back(emittedBytes(H, V, f.bits, f.block, f.sym, ort, /*packTwoBit=*/false));
-    }
-    return e2e ? rescale(c, v, std::move(probeDeq)) : Status::ok();
+    auto roundTrip = [&](const Format &f) -> Expected<std::vector<float>> {
+      const QuantEncoding enc =
+          quantpass::tableEncoding(static_cast<int>(f.bits), f.block, f.sym, H);
+      auto q = quantpass::quantizeTensor(w, enc, quantpass::Method::Rtn, true);
+      if (!q)
+        return q.status().withContext("table '" + v->name() + "'");
+      return values(*q, enc);
+    };
+    auto error = [&](const std::vector<float> &deq) { return sqDiff(x, deq.data(), V * H); };
+    auto bytes = [&](const Format &f) {
+      return emittedBytes(H, V, f.bits, f.block, f.sym, ort, /*packTwoBit=*/false);
+    };
+    return measureFormats(choices[weights.size() + t], v, roundTrip, error, bytes);
   };
 
   std::optional<calib::Stats> kept;
