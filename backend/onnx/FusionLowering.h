@@ -10,8 +10,9 @@
 //                   RotaryEmbedding (4-D x)          => cos/sin rows Gathered at the positions,
 //                                                       then x*cos + rotate(x)*sin on the halves
 //                                                       (or the interleaved pairs)
-//                   attention ops                    => an error naming the op (no standard
-//                                                       form written yet; use --target=ort)
+//                   GroupQueryAttention,             => Reshape/Transpose heads, Concat the cache,
+//                   MultiHeadAttention                  MatMul, scale, causal / padding mask,
+//                                                       Softmax, MatMul (see lowerAttention)
 // --target=ort writes ORT's contrib ops (and SimplifiedLayerNormalization) as they are.
 #pragma once
 
@@ -29,6 +30,7 @@ public:
 private:
   struct Emit;
   Status lowerRope(Emit &e, const Node &n, int64_t opset);
+  Status lowerAttention(Emit &e, const Node &n, int64_t opset);
   const Model &model_;
   const ExportOptions &opts_;
   LoweringSink sink_;

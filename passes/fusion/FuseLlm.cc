@@ -22,14 +22,6 @@ Expected<PreservedAnalyses> FuseLlmPass::run(Model &m, AnalysisManager &am) {
   };
   bool changed = false;
   for (auto &p : passes) {
-    // The ONNX writer has no standard form for attention yet: leave it decomposed so that
-    // --target=onnx still writes a model (fuse-attention alone would not).
-    const bool noStandardForm = p->name() == "fuse-attention";
-    if (noStandardForm && am.context().target == "onnx") {
-      am.context().reportLines.push_back(
-          fmt::format("{}: skipped for --target=onnx (no standard ONNX form written yet)", p->name()));
-      continue;
-    }
     LLMOPT_ASSIGN_OR_RETURN(PreservedAnalyses pa, p->run(m, am));
     if (!pa.areAllPreserved()) {
       changed = true;

@@ -132,9 +132,8 @@ def test_fused_matches_original_in_ort(models: dict[str, Path], tmp_path: Path, 
 
 @pytest.mark.parametrize("name", ["llama", "bert"])
 def test_onnx_target_is_standard(models: dict[str, Path], tmp_path: Path, name: str) -> None:
-    """fuse-llm --target=onnx writes only default-domain ops (RotaryEmbedding is written
-    back as standard ops; attention is left decomposed: the writer has no standard form for
-    it yet)."""
+    """fuse-llm --target=onnx writes only default-domain ops (RotaryEmbedding, the fused
+    attention and the norms are written back as standard ops) and runs as the original."""
     fused = _fuse(models[name], "fuse-llm", tmp_path / "std.onnx", target="onnx")
     assert all(n.domain in ("", "ai.onnx") for n in fused.graph.node)
     feeds = _feeds(name)
@@ -144,10 +143,14 @@ def test_onnx_target_is_standard(models: dict[str, Path], tmp_path: Path, name: 
         assert _rel(g, r) < REL_TOL
 
 
-def test_decode_loop_through_gqa_cache(models: dict[str, Path], tmp_path: Path) -> None:
-    """Prefill 5 tokens then decode 4 one at a time on the fused KV-cache model: logits and
-    the cache match the original model's run the same way."""
-    _fuse(models["llama_past"], "fuse-llm", tmp_path / "fused.onnx")
+@pytest.mark.parametrize("target", ["ort", "onnx"])
+def test_decode_loop_through_gqa_cache(models: dict[str, Path], tmp_path: Path, target: str) -> None:
+    """Prefill 5 tokens then decode 4 one at a time on the fused KV-cache model (ORT's
+    GroupQueryAttention, or its standard-op form written back for --target=onnx): logits
+    and the cache match the original model's run the same way."""
+    fused = _fuse(models["llama_past"], "fuse-llm", tmp_path / "fused.onnx", target=target)
+    if target == "onnx":
+        assert all(n.domain in ("", "ai.onnx") for n in fused.graph.node)
     ref_s, got_s = _session(models["llama_past"]), _session(tmp_path / "fused.onnx")
     names = [o.name for o in ref_s.get_outputs()]
     ids = np.random.default_rng(5).integers(0, 256, size=(2, 9), dtype=np.int64)
