@@ -111,26 +111,34 @@ bool isScalable(const Value *x, const std::function<bool(const Value *)> &isWeig
 
 
 
+/// `v`'s constant replaced by `scaled`, a copy computed from it: a mapped original's pages
+/// are dropped now and the copy is spilled like it (a model streamed from disk keeps its
+/// scaled weights in the page cache, not in RSS).
+void replaceScaled(Graph &g, Value *v, Tensor scaled) {
+  const Tensor &original = *v->constant();
+  if (original.isMapped())
+    original.mapping()->release(original.mappingOffset(), original.nbytes());
+  Tensor kept = spillLikeOriginal(std::move(scaled), original);
+  g.replaceWithConstant(v, std::move(kept));
+}
+
 /// W_i rows *= s; the producer's constant(s) take 1/s.
 void applyScale(Graph &g, const std::vector<Value *> &ws, const ScaleFold &fold,
                 const std::vector<double> &s) {
   const int64_t K = static_cast<int64_t>(s.size());
   for (Value *wv : ws) {
-    const Tensor &original = *wv->constant();
-    Tensor w = copyF32(original);
-    if (original.isMapped()) // the scaled copy replaces it: drop the mapped pages now
-      original.mapping()->release(original.mappingOffset(), original.nbytes());
+    Tensor w = copyF32(*wv->constant());
     float *d = reinterpret_cast<float *>(w.mutableData());
     const int64_t N = w.shape()[1];
     for (int64_t k = 0; k < K; ++k)
       for (int64_t n = 0; n < N; ++n)
         d[k * N + n] = static_cast<float>(d[k * N + n] * s[static_cast<size_t>(k)]);
-    // A model streamed from disk keeps the scaled copy in the page cache too.
-    g.replaceWithConstant(wv, spillLikeOriginal(std::move(w), original));
+    replaceScaled(g, wv, std::move(w));
   }
-  g.replaceWithConstant(fold.constant, divideLastAxis(*fold.constant->constant(), s));
+  // The producer may be a MatMul weight as large as W (an up projection): same treatment.
+  replaceScaled(g, fold.constant, divideLastAxis(*fold.constant->constant(), s));
   if (fold.bias)
-    g.replaceWithConstant(fold.bias, divideLastAxis(*fold.bias->constant(), s));
+    replaceScaled(g, fold.bias, divideLastAxis(*fold.bias->constant(), s));
 }
 
 } // namespace llmopt::quantpass
