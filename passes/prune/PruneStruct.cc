@@ -25,22 +25,6 @@ using namespace structprune;
 
 namespace {
 
-/// Types of the graph's non-constant values, restored after shape inference served the
-/// analysis (the rewrite changes sizes; the output keeps what the input declared).
-struct TypeSnapshot {
-  std::vector<std::pair<Value *, Type>> saved;
-  explicit TypeSnapshot(const Graph &g) {
-    for (Value *v : g.values())
-      if (!v->isConstant())
-        saved.emplace_back(v, v->type());
-  }
-  void restore() {
-    for (auto &[v, t] : saved)
-      v->setType(t);
-    saved.clear();
-  }
-};
-
 int64_t floatParams(const Graph &g) {
   int64_t n = 0;
   for (Value *c : g.constants())

@@ -128,6 +128,22 @@ StructInfo analyzeStructure(Graph &g, const KnownValueMap &known);
 /// (attention + MLP pairs when the chain alternates, else one branch per layer).
 std::vector<Layer> findLayers(Graph &g);
 
+/// Types of the graph's non-constant values, restored after shape inference served the
+/// analysis (the rewrite changes sizes; the output keeps what the input declared).
+struct TypeSnapshot {
+  std::vector<std::pair<Value *, Type>> saved;
+  explicit TypeSnapshot(const Graph &g) {
+    for (Value *v : g.values())
+      if (!v->isConstant())
+        saved.emplace_back(v, v->type());
+  }
+  void restore() {
+    for (auto &[v, t] : saved)
+      v->setType(t);
+    saved.clear();
+  }
+};
+
 /// Reads a small integer constant (initializer or Constant node output).
 const Tensor *constantTensor(const Value *v);
 

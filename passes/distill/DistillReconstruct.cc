@@ -1,0 +1,291 @@
+// distill-reconstruct: targets, stages, capture of activations, refit (see
+// DistillReconstruct.h; the numerics are in ReconstructSolve.h).
+#include "passes/distill/DistillReconstruct.h"
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+#include <set>
+#include <unordered_map>
+
+#include <fmt/format.h>
+
+#include "backend/interp/Interpreter.h"
+#include "frontend/ModelLoader.h"
+#include "ir/GraphAlgorithms.h"
+#include "ir/Progress.h"
+#include "ir/QuantFormats.h"
+#include "passes/calib/Calibration.h"
+#include "passes/distill/DistillCommon.h"
+#include "passes/distill/ReconstructSolve.h"
+
+namespace llmopt {
+
+using distill::RowMatrixF;
+
+namespace {
+constexpr const char *kPass = "distill-reconstruct";
+
+/// One linear layer to refit: the student's weight and input, the teacher's, biases.
+struct Target {
+  Value *ws = nullptr, *xs = nullptr, *bs = nullptr;
+  const Value *wt = nullptr, *xt = nullptr, *bt = nullptr;
+  int stage = 0;
+};
+
+/// MatMul(x, w) is w's only reader, x not constant: the MatMul, else null.
+Node *soleMatMul(const Value *w) {
+  const std::vector<Node *> users = w->users();
+  if (users.size() != 1 || w->uses().size() != 1 || w->isGraphOutput())
+    return nullptr;
+  Node *mm = users[0];
+  if (!mm->is(OpKind::MatMul) || mm->input(1) != w || !mm->input(0) || mm->input(0)->isConstant())
+    return nullptr;
+  return mm;
+}
+
+/// The constant bias b of Add(MatMul, b), b 1-D and read only there; else null.
+Value *biasOf(const Node *mm) {
+  const Value *y = mm->output();
+  if (y->uses().size() != 1 || !y->uses()[0].user->is(OpKind::Add))
+    return nullptr;
+  const Node *add = y->uses()[0].user;
+  Value *b = add->input(add->input(0) == y ? 1 : 0);
+  return b && b->isConstant() && b->type().elem == DType::F32 && b->constant()->rank() == 1 &&
+                 b->uses().size() == 1
+             ? b
+             : nullptr;
+}
+
+Expected<RowMatrixF> denseWeight(const Value *w) {
+  Tensor t = *w->constant();
+  if (w->type().quant) {
+    LLMOPT_ASSIGN_OR_RETURN(t, quant::dequantize(t, *w->type().quant));
+  }
+  if (t.dtype() != DType::F32)
+    return errorf("pass '{}': weight '{}' is {}, expected f32 or quantized", kPass, w->name(),
+                  dtypeName(t.dtype()));
+  return RowMatrixF(Eigen::Map<const RowMatrixF>(t.view<float>().data(), t.shape()[0], t.shape()[1]));
+}
+
+/// Teacher column of each student column: the identity when N matches, else (columns
+/// removed by prune-struct) the next teacher column equal to it wherever it is nonzero.
+Expected<std::vector<int64_t>> matchColumns(const RowMatrixF &ws, const RowMatrixF &wt,
+                                            const std::string &name) {
+  std::vector<int64_t> map;
+  if (ws.cols() == wt.cols()) {
+    for (int64_t j = 0; j < ws.cols(); ++j)
+      map.push_back(j);
+    return map;
+  }
+  if (ws.rows() != wt.rows() || ws.cols() > wt.cols())
+    return errorf("pass '{}': weight '{}' is [{}, {}] in the model and [{}, {}] in the teacher; "
+                  "only output columns removed (or fewer input rows with the same columns) can "
+                  "be matched", kPass, name, ws.rows(), ws.cols(), wt.rows(), wt.cols());
+  for (int64_t j = 0, i = 0; j < ws.cols(); ++j, ++i) {
+    auto same = [&](int64_t c) {
+      for (int64_t k = 0; k < ws.rows(); ++k)
+        if (ws(k, j) != 0.f && ws(k, j) != wt(k, c))
+          return false;
+      return true;
+    };
+    while (i < wt.cols() && !same(i))
+      ++i;
+    if (i == wt.cols())
+      return errorf("pass '{}': column {} of weight '{}' matches no teacher column (was the "
+                    "weight changed other than by removing columns?)", kPass, j, name);
+    map.push_back(i);
+  }
+  return map;
+}
+
+/// The targets of the chosen blocks in topological order, each with its stage: 1 + the
+/// largest stage of a target its input depends on.
+Expected<std::vector<Target>> findTargets(Model &m, Model &teacher, const std::set<const Value *> &chosen) {
+  LLMOPT_ASSIGN_OR_RETURN(std::vector<Node *> order, topologicalOrder(m.graph()));
+  std::unordered_map<const Node *, int> level; // stages of targets the node's outputs depend on
+  std::vector<Target> out;
+  for (Node *n : order) {
+    int lvl = 0;
+    for (const Value *v : n->inputs())
+      if (v && v->producer() && level.count(v->producer()))
+        lvl = std::max(lvl, level[v->producer()]);
+    level[n] = lvl;
+    Value *w = n->is(OpKind::MatMul) ? n->input(1) : nullptr;
+    if (!w || !chosen.count(w) || soleMatMul(w) != n || w->type().rank() != 2)
+      continue;
+    Target t;
+    t.ws = w;
+    t.xs = n->input(0);
+    t.bs = biasOf(n);
+    t.stage = lvl;
+    level[n] = lvl + 1;
+    t.wt = teacher.graph().findValue(w->name());
+    const Node *tm = t.wt && t.wt->isConstant() ? soleMatMul(t.wt) : nullptr;
+    if (!tm)
+      return errorf("pass '{}': the teacher has no weight '{}' read by one MatMul (is it the "
+                    "model this one was compressed from?)", kPass, w->name());
+    t.xt = tm->input(0);
+    t.bt = biasOf(tm);
+    out.push_back(t);
+  }
+  return out;
+}
+
+/// Runs `g` on one window until every value in `want` was computed; returns them.
+Expected<std::unordered_map<const Value *, Tensor>>
+capture(const Graph &g, const std::vector<int64_t> &ids, const std::set<const Value *> &want, int threads) {
+  std::unordered_map<const Value *, Tensor> got;
+  bool done = false;
+  interp::RunOptions ro;
+  ro.threads = threads;
+  ro.onValue = [&](const Value &v, const Tensor &t) -> Status {
+    if (!want.count(&v))
+      return Status::ok();
+    got.emplace(&v, t);
+    done = got.size() == want.size();
+    return done ? errorf("stop") : Status::ok(); // the rest of the graph is not needed
+  };
+  LLMOPT_ASSIGN_OR_RETURN(std::vector<Tensor> inputs, calib::makeInputs(g, ids));
+  Expected<std::vector<Tensor>> r = interp::run(g, inputs, ro);
+  if (!r && !done)
+    return r.status();
+  for (auto &[v, t] : got)
+    if (t.dtype() != DType::F32)
+      return errorf("pass '{}': activation '{}' is {}, expected f32", kPass, v->name(), dtypeName(t.dtype()));
+  if (got.size() != want.size())
+    return errorf("pass '{}': the forward pass never computed {} of the activations it needs", kPass,
+                  want.size() - got.size());
+  return got;
+}
+
+/// Refits one target from its sums; returns the fit (errors before / after).
+Expected<distill::FitResult> refit(const Target &t, const distill::NormalEquations &ne,
+                                   const DistillReconstructOptions &o, int64_t &biases) {
+  LLMOPT_ASSIGN_OR_RETURN(RowMatrixF ws, denseWeight(t.ws));
+  LLMOPT_ASSIGN_OR_RETURN(RowMatrixF wtFull, denseWeight(t.wt));
+  LLMOPT_ASSIGN_OR_RETURN(std::vector<int64_t> map, matchColumns(ws, wtFull, t.ws->name()));
+  RowMatrixF wt(wtFull.rows(), ws.cols());
+  for (int64_t j = 0; j < ws.cols(); ++j)
+    wt.col(j) = wtFull.col(map[static_cast<size_t>(j)]);
+  const bool quantized = t.ws->type().quant.has_value();
+  distill::FitResult fit = distill::ridgeFit(ne, wt, ws, o.ridge, quantized);
+  Tensor nw = Tensor::fromBytes(DType::F32, {ws.rows(), ws.cols()}, ws.data(),
+                                static_cast<size_t>(ws.size()) * sizeof(float));
+  if (quantized) {
+    const Tensor &q = *t.ws->constant();
+    const QuantEncoding &enc = *t.ws->type().quant;
+    LLMOPT_ASSIGN_OR_RETURN(nw, quant::quantizeWithParams(nw, enc, quant::storedParams(q, enc),
+                                                   q.zeroPoints && q.zeroPoints->dtype() == DType::F32));
+    LLMOPT_ASSIGN_OR_RETURN(Tensor back, quant::dequantize(nw, enc));
+    ws = Eigen::Map<const RowMatrixF>(back.view<float>().data(), ws.rows(), ws.cols());
+    fit.errorAfter = distill::relativeError(ne, wt, ws);
+  }
+  t.ws->setConstant(std::make_shared<Tensor>(std::move(nw)));
+  if (o.bias && t.bs && t.bt && t.bs->constant()->numel() == ws.cols()) {
+    const std::vector<float> bt = t.bt->constant()->toFloats();
+    const Eigen::VectorXd shift =
+        (wt.cast<double>().transpose() * ne.sumT - ws.cast<double>().transpose() * ne.sumS) /
+        static_cast<double>(ne.rows);
+    std::vector<float> b(static_cast<size_t>(ws.cols()));
+    for (int64_t j = 0; j < ws.cols(); ++j)
+      b[static_cast<size_t>(j)] = bt[static_cast<size_t>(map[static_cast<size_t>(j)])] + static_cast<float>(shift(j));
+    t.bs->setConstant(std::make_shared<Tensor>(Tensor::fromVector(DType::F32, {ws.cols()}, b)));
+    ++biases;
+  }
+  return fit;
+}
+} // namespace
+
+Expected<DistillReconstructOptions> parseDistillReconstructOptions(const PassOptionList &opts) {
+  OptionReader r(kPass, opts);
+  DistillReconstructOptions o;
+  LLMOPT_ASSIGN_OR_RETURN(o.teacher, r.getString("teacher", ""));
+  LLMOPT_ASSIGN_OR_RETURN(std::string layers, r.getString("layers", "all"));
+  if (layers != "all") {
+    Expected<std::vector<int64_t>> idx = r.getIntList("layers", {});
+    if (!idx || idx->empty())
+      return errorf("pass '{}': option 'layers' has value '{}', expected all or a comma-separated "
+                    "list of block indices (0,3,5)", kPass, layers);
+    o.allLayers = false;
+    o.layers = *idx;
+  }
+  LLMOPT_ASSIGN_OR_RETURN(o.ridge, r.getDouble("ridge", 0.01, 0.0, 1e6));
+  LLMOPT_ASSIGN_OR_RETURN(o.bias, r.getFlag("bias", true));
+  LLMOPT_RETURN_IF_ERROR(r.finish());
+  if (o.teacher.empty())
+    return errorf("pass '{}': option 'teacher' is required: the uncompressed model to fit to "
+                  "(teacher=FILE.onnx)", kPass);
+  return o;
+}
+
+Expected<PreservedAnalyses> DistillReconstructPass::run(Model &m, AnalysisManager &am) {
+  const auto start = std::chrono::steady_clock::now();
+  PassContext &ctx = am.context();
+  LLMOPT_ASSIGN_OR_RETURN(auto windows, distill::calibWindows(ctx, kPass, "calibration data"));
+  Expected<std::unique_ptr<Model>> teacher = loadModel(opts_.teacher);
+  if (!teacher)
+    return teacher.status().withContext(fmt::format("pass '{}': teacher", kPass));
+  LLMOPT_ASSIGN_OR_RETURN(distill::Blocks blocks, distill::findBlocks(m, kPass));
+  std::vector<int64_t> idx = opts_.layers;
+  if (opts_.allLayers)
+    for (int64_t i = 0; i < static_cast<int64_t>(blocks.layers.size()); ++i)
+      idx.push_back(i);
+  LLMOPT_RETURN_IF_ERROR(distill::checkIndices(idx, static_cast<int64_t>(blocks.layers.size()), kPass, "layers"));
+  std::set<const Value *> chosen;
+  for (int64_t i : idx)
+    for (const structprune::ResidualBranch &b : blocks.layers[static_cast<size_t>(i)].branches)
+      chosen.insert(b.weights.begin(), b.weights.end());
+  LLMOPT_ASSIGN_OR_RETURN(std::vector<Target> targets, findTargets(m, **teacher, chosen));
+  if (targets.empty())
+    return errorf("pass '{}': no linear layer (MatMul with a constant 2-D weight) in blocks {}",
+                  kPass, distill::joinInts(idx));
+  const int stages = targets.back().stage + 1;
+  Progress progress(kPass, stages, "stages");
+  double before = 0, after = 0;
+  int64_t biases = 0, solves = 0;
+  for (int s = 0; s < stages; ++s) {
+    std::set<const Value *> wantS, wantT;
+    std::set<std::pair<const Value *, const Value *>> pairs; // q, k, v share one
+    for (const Target &t : targets)
+      if (t.stage == s) {
+        wantS.insert(t.xs);
+        wantT.insert(t.xt);
+        pairs.insert({t.xs, t.xt});
+      }
+    std::map<std::pair<const Value *, const Value *>, distill::NormalEquations> sums;
+    for (const auto &ids : windows) {
+      LLMOPT_ASSIGN_OR_RETURN(auto xt, capture((*teacher)->graph(), ids, wantT, ctx.threads));
+      LLMOPT_ASSIGN_OR_RETURN(auto xs, capture(m.graph(), ids, wantS, ctx.threads));
+      for (const auto &[vs, vt] : pairs) {
+        const Tensor &a = xs.at(vs), &b = xt.at(vt);
+        const int64_t ks = a.shape().back(), kt = b.shape().back(), rows = a.numel() / ks;
+        if (b.numel() / kt != rows)
+          return errorf("pass '{}': '{}' has {} rows in the model but {} in the teacher", kPass,
+                        vs->name(), rows, b.numel() / kt);
+        sums.try_emplace({vs, vt}, ks, kt).first->second.add(a.view<float>().data(),
+                                                             b.view<float>().data(), rows);
+      }
+    }
+    for (const Target &t : targets) {
+      if (t.stage != s)
+        continue;
+      LLMOPT_ASSIGN_OR_RETURN(distill::FitResult fit, refit(t, sums.at({t.xs, t.xt}), opts_, biases));
+      before += fit.errorBefore;
+      after += fit.errorAfter;
+      solves += fit.solves;
+      ctx.layerErrors[t.ws->name()] = fit.errorAfter;
+    }
+    progress.update(s + 1);
+  }
+  const double n = static_cast<double>(targets.size());
+  ctx.reportLines.push_back(fmt::format(
+      "{}: teacher {}; refit {} weights in {} stages ({} solves, ridge {:g}) on {} windows x {} "
+      "tokens; relative output error per layer, mean {:.4g} -> {:.4g}; {} biases corrected; {:.1f} s",
+      kPass, opts_.teacher, targets.size(), stages, solves, opts_.ridge, windows.size(),
+      windows.front().size(), before / n, after / n, biases,
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()));
+  return PreservedAnalyses::none();
+}
+
+} // namespace llmopt

@@ -1,0 +1,47 @@
+// distill-reconstruct: layer-wise closed-form refit of a compressed model to its teacher.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "passes/Pass.h"
+#include "passes/PassOptions.h"
+
+namespace llmopt {
+
+struct DistillReconstructOptions {
+  std::string teacher;         ///< teacher=FILE: the uncompressed model (.onnx/.llir/.onnxtxt)
+  bool allLayers = true;       ///< layers=all
+  std::vector<int64_t> layers; ///< layers=0,3,5: blocks whose weights are refit
+  double ridge = 0.01;         ///< l = ridge * mean(diag(Xs^T Xs))
+  bool bias = true;            ///< bias correction (bias=false: off)
+};
+Expected<DistillReconstructOptions> parseDistillReconstructOptions(const PassOptionList &opts);
+
+/// For each linear layer in the chosen blocks (MatMul(X, W), W a constant [K, N] read by
+/// that MatMul only), in topological order, refits W so the student's layer reproduces the
+/// teacher's on the --calib data:
+///
+///   W = argmin ||Xs W - Xt Wt||^2 + l ||W||^2   per output column, over its nonzeros
+///
+/// Xs: the student's own input to the layer, with every earlier layer already refit (the
+/// error does not compound); Xt, Wt: the teacher's input and weight (same weight name, in
+/// teacher=FILE). Normal equations Xs^T Xs, Xs^T Xt are summed over the windows; layers
+/// whose inputs do not depend on each other (q, k, v; gate, up) share one pass over the
+/// data (a stage). Pruned entries stay zero (the mask is kept); columns prune-struct
+/// removed are matched to the teacher's by their values. A bias Add(MatMul, b) gets
+/// b += mean(Xt Wt - Xs W). A quantized W is dequantized, refit densely and rounded back
+/// onto its own grid (the stored scales and zero points). Memory: one stage's K x K sums.
+///
+///   %y = MatMul(%x, %w)   (w 50% zero)  =>  %y = MatMul(%x, %w')  (same zeros, refit values)
+class DistillReconstructPass : public Pass {
+public:
+  explicit DistillReconstructPass(DistillReconstructOptions o) : opts_(std::move(o)) {}
+  std::string_view name() const override { return "distill-reconstruct"; }
+  Expected<PreservedAnalyses> run(Model &m, AnalysisManager &am) override;
+
+private:
+  DistillReconstructOptions opts_;
+};
+
+} // namespace llmopt

@@ -1,0 +1,427 @@
+// distill-*: the soft-label file round-trips and holds the exact top-k; distill-expose's
+// outputs equal the interpreter's intermediate values; distill-student keeps the blocks it
+// names; the masked ridge fit equals a direct solve; distill-reconstruct keeps masks and
+// brings a pruned or quantized tiny Llama closer to its teacher; bad options are refused.
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include "backend/interp/Interpreter.h"
+#include "frontend/OnnxImporter.h"
+#include "ir/QuantFormats.h"
+#include "passes/PassManager.h"
+#include "passes/distill/DistillCommon.h"
+#include "passes/distill/ReconstructSolve.h"
+#include "passes/distill/SoftLabels.h"
+#include "tests/support/NumericCheck.h"
+
+using namespace llmopt;
+using namespace llmopt::distill;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string modelPath(const char *name) { return std::string(LLMOPT_TEST_MODELS) + "/" + name; }
+
+std::string tmpPath(const std::string &name) {
+  return (fs::temp_directory_path() / ("llmopt_distill_test_" + name)).string();
+}
+
+/// A .ids file of `tokens` deterministic ids below the tiny Llama's vocabulary.
+std::string idsFile(int64_t tokens, uint32_t seed) {
+  const std::string path = tmpPath(fmt::format("calib_{}_{}.ids", tokens, seed));
+  std::ofstream out(path);
+  std::mt19937 rng(seed);
+  for (int64_t i = 0; i < tokens; ++i)
+    out << rng() % 256 << ' ';
+  return path;
+}
+
+std::unique_ptr<Model> tinyLlama() {
+  auto m = importOnnxFile(modelPath("tiny-llama.onnx"));
+  EXPECT_TRUE(m) << m.status().message();
+  return m.take();
+}
+
+/// Runs `pipeline` with --verify-each and `samples` x 32 tokens of calibration ids
+/// (distill-reconstruct fits K up to 192 inputs: it gets 64 windows, 2048 rows).
+Expected<std::vector<std::string>> runPipeline(Model &m, const std::string &pipeline,
+                                               int64_t samples = 4) {
+  Instrumentation instr;
+  instr.verifyEach = true;
+  auto pm = parsePipeline(pipeline, PassRegistry::global(), &instr);
+  if (!pm)
+    return pm.status();
+  PassContext ctx;
+  ctx.calibPath = idsFile(samples * 32, 7);
+  ctx.calibSamples = samples;
+  ctx.calibSeqLen = 32;
+  ctx.threads = 1;
+  AnalysisManager am(ctx);
+  auto pa = (*pm)->run(m, am);
+  if (!pa)
+    return pa.status();
+  return am.context().reportLines;
+}
+
+std::string metadata(const Model &m, const std::string &key) {
+  for (const auto &[k, v] : m.metadata)
+    if (k == key)
+      return v;
+  return "<missing>";
+}
+
+/// The interpreter's outputs of `m` on held-out inputs (2 x 9 tokens).
+std::vector<Tensor> outputsOf(const Model &m) {
+  auto inputs = test::makeInputs(m.graph(), {{"batch", 2}, {"seq", 9}}, 11, 256);
+  auto r = interp::run(m.graph(), inputs);
+  EXPECT_TRUE(r) << r.status().message();
+  return r.take();
+}
+
+/// Squared distance of two models' first outputs (the logits).
+double logitsDistance(const Model &a, const Model &b) {
+  const std::vector<float> x = outputsOf(a)[0].toFloats(), y = outputsOf(b)[0].toFloats();
+  EXPECT_EQ(x.size(), y.size());
+  double d = 0;
+  for (size_t i = 0; i < x.size(); ++i)
+    d += (static_cast<double>(x[i]) - y[i]) * (static_cast<double>(x[i]) - y[i]);
+  return d;
+}
+
+/// The tiny Llama after `compress`, and after `compress` + distill-reconstruct (2048
+/// calibration rows: K goes up to 192), with the reconstruct report.
+struct Reconstructed {
+  std::unique_ptr<Model> teacher, compressed, refit;
+  std::vector<std::string> report;
+};
+Reconstructed reconstructAfter(const std::string &compress, const std::string &options = "") {
+  Reconstructed r{tinyLlama(), tinyLlama(), tinyLlama(), {}};
+  EXPECT_TRUE(runPipeline(*r.compressed, compress));
+  auto rep = runPipeline(*r.refit, fmt::format("{},distill-reconstruct<teacher={}{}>", compress,
+                                               modelPath("tiny-llama.onnx"), options), 64);
+  EXPECT_TRUE(rep) << rep.status().message();
+  if (rep)
+    r.report = *rep;
+  return r;
+}
+
+} // namespace
+
+// ---- soft-label file ----
+
+TEST(SoftLabels, TopKIsTheExactLogSoftmaxAtTemperature) {
+  const std::vector<float> logits = {1.f, 3.f, 3.f, -2.f, 0.5f};
+  std::vector<int32_t> ids;
+  std::vector<float> logp;
+  topKLogProbs(logits, 3, 2.f, ids, logp);
+  ASSERT_EQ(ids, (std::vector<int32_t>{1, 2, 0})); // the tie goes to the lower id
+  double z = 0;
+  for (float l : logits)
+    z += std::exp(l / 2.0);
+  for (size_t i = 0; i < 3; ++i)
+    EXPECT_NEAR(logp[i], logits[static_cast<size_t>(ids[i])] / 2.0 - std::log(z), 1e-6);
+}
+
+TEST(SoftLabels, RoundTripsAndWritesAtomically) {
+  const std::string path = tmpPath("roundtrip.soft");
+  fs::remove(path);
+  SoftLabelHeader h;
+  h.vocab = 7;
+  h.topk = 3;
+  h.temperature = 1.5f;
+  h.modelHash = 0x0123456789abcdefull;
+  std::mt19937 rng(3);
+  std::normal_distribution<float> d;
+  std::vector<std::vector<int64_t>> tokens = {{4, 1, 6}, {2, 5}};
+  std::vector<std::vector<float>> logits;
+  {
+    auto w = SoftLabelWriter::create(path, h);
+    ASSERT_TRUE(w) << w.status().message();
+    for (const auto &t : tokens) {
+      logits.emplace_back(t.size() * h.vocab);
+      for (float &x : logits.back())
+        x = d(rng);
+      ASSERT_TRUE((*w)->addWindow(t, logits.back()));
+    }
+    EXPECT_FALSE(fs::exists(path)) << "visible before finish()";
+    ASSERT_TRUE((*w)->finish());
+  }
+  EXPECT_EQ(fs::file_size(path), 64u + 5u * (8u + 8u * 3u));
+  auto r = SoftLabelReader::open(path);
+  ASSERT_TRUE(r) << r.status().message();
+  EXPECT_EQ((*r)->header().vocab, 7u);
+  EXPECT_EQ((*r)->header().topk, 3u);
+  EXPECT_EQ((*r)->header().temperature, 1.5f);
+  EXPECT_EQ((*r)->header().modelHash, h.modelHash);
+  EXPECT_EQ((*r)->header().positions, 5u);
+  EXPECT_EQ((*r)->header().windows, 2u);
+  SoftLabelRecord rec;
+  std::vector<int32_t> ids;
+  std::vector<float> logp;
+  for (size_t w = 0; w < tokens.size(); ++w)
+    for (size_t p = 0; p < tokens[w].size(); ++p) {
+      ASSERT_TRUE((*r)->next(rec));
+      EXPECT_EQ(rec.token, tokens[w][p]);
+      EXPECT_EQ(rec.pos, p);
+      topKLogProbs(std::span<const float>(logits[w]).subspan(p * 7, 7), 3, 1.5f, ids, logp);
+      EXPECT_EQ(rec.ids, ids);
+      EXPECT_EQ(rec.logp, logp);
+    }
+  EXPECT_FALSE((*r)->next(rec));
+  EXPECT_TRUE((*r)->status());
+
+  // Destroyed unfinished: nothing appears, no temporary stays behind.
+  const std::string gone = tmpPath("unfinished.soft");
+  fs::remove(gone);
+  {
+    auto w = SoftLabelWriter::create(gone, h);
+    ASSERT_TRUE(w);
+    ASSERT_TRUE((*w)->addWindow(tokens[1], std::vector<float>(14, 0.f)));
+  }
+  EXPECT_FALSE(fs::exists(gone));
+  for (const auto &e : fs::directory_iterator(fs::temp_directory_path()))
+    EXPECT_EQ(e.path().filename().string().find("llmopt_distill_test_unfinished.soft.tmp"), std::string::npos);
+}
+
+TEST(SoftLabels, ReaderRefusesOtherFiles) {
+  auto r = SoftLabelReader::open(modelPath("tiny-llama.onnx"));
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.status().message().find("not a soft-label file"), std::string::npos) << r.status().message();
+}
+
+TEST(DistillTargets, WritesOneRecordPerCalibrationToken) {
+  auto m = tinyLlama();
+  const std::string out = tmpPath("targets.soft");
+  fs::remove(out);
+  auto rep = runPipeline(*m, fmt::format("distill-targets<topk=5;temperature=2;out={}>", out));
+  ASSERT_TRUE(rep) << rep.status().message();
+  auto r = SoftLabelReader::open(out);
+  ASSERT_TRUE(r) << r.status().message();
+  EXPECT_EQ((*r)->header().positions, 128u);
+  EXPECT_EQ((*r)->header().windows, 4u);
+  EXPECT_EQ((*r)->header().topk, 5u);
+  EXPECT_EQ((*r)->header().vocab, 256u);
+  // The first window's first position against the interpreter's logits.
+  std::ifstream ids(idsFile(128, 7));
+  int64_t first = 0;
+  ids >> first;
+  auto logits = interp::run(m->graph(), {Tensor::fromVector(DType::I64, {1, 1}, std::vector<int64_t>{first})});
+  ASSERT_TRUE(logits) << logits.status().message();
+  std::vector<int32_t> topIds;
+  std::vector<float> logp;
+  topKLogProbs((*logits)[0].view<float>(), 5, 2.f, topIds, logp);
+  SoftLabelRecord rec;
+  ASSERT_TRUE((*r)->next(rec));
+  EXPECT_EQ(rec.token, first);
+  EXPECT_EQ(rec.ids, topIds); // causal: position 0 sees only its own token
+  for (size_t i = 0; i < logp.size(); ++i)
+    EXPECT_NEAR(rec.logp[i], logp[i], 1e-5);
+}
+
+// ---- distill-expose ----
+
+TEST(DistillExpose, OutputsEqualTheInterpretersBlockOutputs) {
+  auto teacher = tinyLlama();
+  auto m = tinyLlama();
+  auto rep = runPipeline(*m, "distill-expose<hidden=all;logits>");
+  ASSERT_TRUE(rep) << rep.status().message();
+  ASSERT_EQ(m->graph().outputs().size(), 6u);
+  EXPECT_EQ(metadata(*m, kMetaOutputs),
+            "teacher.hidden.0,teacher.hidden.1,teacher.hidden.2,teacher.hidden.3,teacher.logits");
+  EXPECT_EQ(metadata(*m, kMetaBlocks), "4");
+  // Block i's output is the last Add directly in scope /model/layers.i (the generator's
+  // naming, independent of the pass's analysis).
+  std::map<std::string, const Value *> lastAdd;
+  for (const auto &n : teacher->graph().nodes())
+    for (int i = 0; i < 4; ++i)
+      if (n->is(OpKind::Add) && n->name().rfind(fmt::format("/model/layers.{}/Add", i), 0) == 0)
+        lastAdd[fmt::format("teacher.hidden.{}", i)] = n->output();
+  ASSERT_EQ(lastAdd.size(), 4u);
+  std::map<const Value *, Tensor> seen;
+  auto inputs = test::makeInputs(teacher->graph(), {{"batch", 2}, {"seq", 9}}, 11, 256);
+  interp::RunOptions ro;
+  ro.onValue = [&](const Value &v, const Tensor &t) {
+    seen.emplace(&v, t);
+    return Status::ok();
+  };
+  auto ref = interp::run(teacher->graph(), inputs, ro);
+  ASSERT_TRUE(ref);
+  auto got = interp::run(m->graph(), inputs);
+  ASSERT_TRUE(got) << got.status().message();
+  for (size_t o = 1; o < 5; ++o) {
+    const std::string &name = m->graph().outputs()[o]->name();
+    ASSERT_TRUE(lastAdd.count(name)) << name;
+    EXPECT_TRUE(test::outputsClose({seen.at(lastAdd[name])}, {(*got)[o]}, 0, 0)) << name;
+  }
+  EXPECT_TRUE(test::outputsClose({(*ref)[0]}, {(*got)[5]}, 0, 0)) << "teacher.logits";
+  EXPECT_TRUE(test::outputsClose({(*ref)[0]}, {(*got)[0]}, 0, 0)) << "logits unchanged";
+}
+
+TEST(DistillExpose, ChosenBlocksAndRefusals) {
+  auto m = tinyLlama();
+  ASSERT_TRUE(runPipeline(*m, "distill-expose<hidden=1,3;logits=false>"));
+  ASSERT_EQ(m->graph().outputs().size(), 3u);
+  EXPECT_EQ(m->graph().outputs()[1]->name(), "teacher.hidden.1");
+  EXPECT_EQ(m->graph().outputs()[2]->name(), "teacher.hidden.3");
+  EXPECT_EQ(metadata(*m, kMetaHidden), "1,3");
+  auto again = runPipeline(*m, "distill-expose<hidden=1>");
+  ASSERT_FALSE(again);
+  EXPECT_NE(again.status().message().find("already has a value named 'teacher.hidden.1'"), std::string::npos);
+  auto m2 = tinyLlama();
+  auto bad = runPipeline(*m2, "distill-expose<hidden=4>");
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.status().message().find("option 'hidden' names block 4, but the model has 4 blocks"),
+            std::string::npos) << bad.status().message();
+  auto parse = runPipeline(*m2, "distill-expose<hidden=first>");
+  ASSERT_FALSE(parse);
+  EXPECT_NE(parse.status().message().find("option 'hidden'"), std::string::npos) << parse.status().message();
+}
+
+// ---- distill-student ----
+
+TEST(DistillStudent, KeepsTheNamedBlocksWithTheTeachersWeights) {
+  auto teacher = tinyLlama();
+  auto m = tinyLlama();
+  auto rep = runPipeline(*m, "distill-student<keep=0,2>");
+  ASSERT_TRUE(rep) << rep.status().message();
+  EXPECT_EQ(metadata(*m, kMetaLayerMap), "0:0,1:2");
+  auto blocks = findBlocks(*m, "test");
+  ASSERT_TRUE(blocks);
+  EXPECT_EQ(blocks->layers.size(), 2u);
+  EXPECT_EQ(m->graph().findValue("model.layers.1.self_attn.q_proj.weight"), nullptr);
+  EXPECT_EQ(m->graph().findValue("model.layers.3.mlp.down_proj.weight"), nullptr);
+  const Value *w = m->graph().findValue("model.layers.2.mlp.down_proj.weight");
+  ASSERT_TRUE(w);
+  EXPECT_TRUE(w->constant()->sameContents(*teacher->graph().findValue(w->name())->constant()));
+  bool listed = false;
+  for (const std::string &l : *rep)
+    listed = listed || l.find("distill-student: kept blocks 0,2 of 4") != std::string::npos;
+  EXPECT_TRUE(listed);
+  auto out = outputsOf(*m);
+  for (float x : out[0].toFloats())
+    ASSERT_TRUE(std::isfinite(x));
+}
+
+TEST(DistillStudent, RatioAndWidth) {
+  auto m = tinyLlama();
+  ASSERT_TRUE(runPipeline(*m, "distill-student<ratio=0.5;width=0.2>"));
+  EXPECT_EQ(metadata(*m, kMetaLayerMap), "0:0,1:2"); // DistilBERT's every other block
+  const Value *up = m->graph().findValue("model.layers.0.mlp.up_proj.weight");
+  ASSERT_TRUE(up);
+  auto teacher = tinyLlama();
+  EXPECT_LT(up->constant()->numel() + m->graph().findValue("model.layers.0.self_attn.q_proj.weight")->constant()->numel(),
+            teacher->graph().findValue(up->name())->constant()->numel() +
+                teacher->graph().findValue("model.layers.0.self_attn.q_proj.weight")->constant()->numel());
+  auto bad = runPipeline(*m, "distill-student<keep=0;ratio=0.5>");
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.status().message().find("either keep= or ratio="), std::string::npos);
+}
+
+// ---- distill-reconstruct ----
+
+TEST(ReconstructSolve, MaskedRidgeFitEqualsADirectSolve) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> d;
+  const int64_t rows = 200, ks = 6, kt = 8, n = 3;
+  RowMatrixF xs(rows, ks), xt(rows, kt), wt(kt, n), ws(ks, n);
+  for (auto *m : {&xs, &xt, &wt, &ws})
+    for (int64_t i = 0; i < m->size(); ++i)
+      m->data()[i] = d(rng);
+  ws(1, 0) = ws(4, 0) = ws(0, 2) = 0.f; // the mask
+  const RowMatrixF mask = ws;
+  NormalEquations ne(ks, kt);
+  ne.add(xs.data(), xt.data(), 130); // two calls: sums over windows
+  ne.add(xs.data() + 130 * ks, xt.data() + 130 * kt, rows - 130);
+  const double ridge = 0.05;
+  FitResult fit = ridgeFit(ne, wt, ws, ridge, false);
+  EXPECT_LT(fit.errorAfter, fit.errorBefore);
+  EXPECT_EQ(fit.solves, 3);
+  const Eigen::MatrixXd Xs = xs.cast<double>(), Y = (xt * wt).cast<double>();
+  const double lambda = ridge * (Xs.transpose() * Xs).diagonal().mean();
+  for (int64_t j = 0; j < n; ++j) {
+    std::vector<int64_t> S;
+    for (int64_t k = 0; k < ks; ++k)
+      if (mask(k, j) != 0.f)
+        S.push_back(k);
+    Eigen::MatrixXd A(rows, static_cast<int64_t>(S.size()));
+    for (size_t a = 0; a < S.size(); ++a)
+      A.col(static_cast<int64_t>(a)) = Xs.col(S[a]);
+    const Eigen::MatrixXd H = A.transpose() * A + lambda * Eigen::MatrixXd::Identity(A.cols(), A.cols());
+    const Eigen::VectorXd w = H.ldlt().solve(A.transpose() * Y.col(j));
+    for (int64_t k = 0, a = 0; k < ks; ++k) {
+      if (mask(k, j) == 0.f) {
+        EXPECT_EQ(ws(k, j), 0.f);
+        continue;
+      }
+      EXPECT_NEAR(ws(k, j), w(a++), 1e-4) << "row " << k << " column " << j;
+    }
+  }
+}
+
+TEST(DistillReconstruct, MagnitudePrunedModelMovesTowardsTheTeacher) {
+  Reconstructed r = reconstructAfter("prune-magnitude<sparsity=0.5>");
+  // The mask stays: zeros exactly where magnitude pruning put them, refit values elsewhere.
+  int64_t changed = 0;
+  for (Value *c : r.compressed->graph().constants()) {
+    if (c->name().find("proj.weight") == std::string::npos)
+      continue;
+    const std::vector<float> before = c->constant()->toFloats(),
+                             after = r.refit->graph().findValue(c->name())->constant()->toFloats();
+    for (size_t i = 0; i < before.size(); ++i) {
+      ASSERT_EQ(before[i] == 0.f, after[i] == 0.f) << c->name() << " element " << i;
+      changed += before[i] != after[i];
+    }
+  }
+  EXPECT_GT(changed, 0);
+  const double before = logitsDistance(*r.compressed, *r.teacher), after = logitsDistance(*r.refit, *r.teacher);
+  EXPECT_LT(after, 0.7 * before) << "before " << before << " after " << after;
+}
+
+TEST(DistillReconstruct, StructuredPrunedColumnsAreMatched) {
+  Reconstructed r = reconstructAfter("prune-struct<ratio=0.25;unit=channel>");
+  const double before = logitsDistance(*r.compressed, *r.teacher), after = logitsDistance(*r.refit, *r.teacher);
+  EXPECT_LT(after, 0.9 * before) << "before " << before << " after " << after;
+}
+
+TEST(DistillReconstruct, QuantizedWeightsStayOnTheirGrid) {
+  Reconstructed r = reconstructAfter("quant-int4<bits=3;block=32;sym>");
+  int64_t refit = 0;
+  for (Value *c : r.compressed->graph().constants()) {
+    if (!c->type().quant)
+      continue;
+    const Value *now = r.refit->graph().findValue(c->name());
+    ASSERT_TRUE(now->type().quant) << c->name();
+    EXPECT_EQ(*now->type().quant, *c->type().quant);
+    EXPECT_TRUE(now->constant()->scales->sameContents(*c->constant()->scales)) << c->name();
+    refit += !now->constant()->sameContents(*c->constant());
+  }
+  EXPECT_GT(refit, 0);
+  const double before = logitsDistance(*r.compressed, *r.teacher), after = logitsDistance(*r.refit, *r.teacher);
+  EXPECT_LT(after, 0.9 * before) << "before " << before << " after " << after;
+}
+
+TEST(DistillReconstruct, TheTeacherItselfIsAFixedPoint) {
+  // Xs = Xt and W = Wt solve the unregularised problem exactly: nothing may move.
+  Reconstructed r = reconstructAfter("dce", ";ridge=0");
+  EXPECT_TRUE(test::sameOutputs(*r.teacher, *r.refit,
+                                test::makeInputs(r.refit->graph(), {{"batch", 2}, {"seq", 9}}, 11, 256), 1e-4, 1e-4));
+}
+
+TEST(DistillReconstruct, Refusals) {
+  auto m = tinyLlama();
+  auto noTeacher = runPipeline(*m, "distill-reconstruct");
+  ASSERT_FALSE(noTeacher);
+  EXPECT_NE(noTeacher.status().message().find("option 'teacher' is required"), std::string::npos);
+  auto missing = runPipeline(*m, "distill-reconstruct<teacher=/nonexistent/t.onnx>");
+  ASSERT_FALSE(missing);
+  EXPECT_NE(missing.status().message().find("/nonexistent/t.onnx"), std::string::npos) << missing.status().message();
+  auto badLayers = runPipeline(*m, fmt::format("distill-reconstruct<teacher={};layers=9>", modelPath("tiny-llama.onnx")));
+  ASSERT_FALSE(badLayers);
+  EXPECT_NE(badLayers.status().message().find("option 'layers' names block 9"), std::string::npos)
+      << badLayers.status().message();
+}
