@@ -159,6 +159,44 @@ capture(const Graph &g, const std::vector<int64_t> &ids, const std::set<const Va
   return got;
 }
 
+/// The teacher's inputs of stages [from, to), per window: as many stages as fit in
+/// `budget` bytes (at least one), so the teacher runs once per group of stages, not per stage.
+struct TeacherCache {
+  int from = 0, to = 0;
+  std::vector<std::unordered_map<const Value *, Tensor>> windows;
+};
+
+Status fillTeacherCache(TeacherCache &c, int from, int stages, const std::vector<Target> &targets,
+                        const Graph &teacher, const std::vector<std::vector<int64_t>> &windows,
+                        double budget, int threads) {
+  double tokens = 0;
+  for (const auto &w : windows)
+    tokens += static_cast<double>(w.size());
+  std::set<const Value *> want;
+  double bytes = 0;
+  int to = from;
+  for (; to < stages; ++to) {
+    double more = 0;
+    for (const Target &t : targets)
+      if (t.stage == to && !want.count(t.xt))
+        more += tokens * static_cast<double>(t.wt->constant()->shape()[0]) * sizeof(float);
+    if (to > from && bytes + more > budget)
+      break;
+    bytes += more;
+    for (const Target &t : targets)
+      if (t.stage == to)
+        want.insert(t.xt);
+  }
+  c.windows.clear(); // free the previous group first
+  for (const auto &ids : windows) {
+    LLMOPT_ASSIGN_OR_RETURN(auto got, capture(teacher, ids, want, threads));
+    c.windows.push_back(std::move(got));
+  }
+  c.from = from;
+  c.to = to;
+  return Status::ok();
+}
+
 /// Refits one target from its sums; returns the fit (errors before / after).
 Expected<distill::FitResult> refit(const Target &t, const distill::NormalEquations &ne,
                                    const DistillReconstructOptions &o, int64_t &biases) {
@@ -244,19 +282,24 @@ Expected<PreservedAnalyses> DistillReconstructPass::run(Model &m, AnalysisManage
   Progress progress(kPass, stages, "stages");
   double before = 0, after = 0;
   int64_t biases = 0, solves = 0;
+  TeacherCache cache;
+  int64_t teacherRuns = 0;
   for (int s = 0; s < stages; ++s) {
-    std::set<const Value *> wantS, wantT;
+    if (s >= cache.to && ++teacherRuns)
+      LLMOPT_RETURN_IF_ERROR(fillTeacherCache(cache, s, stages, targets, (*teacher)->graph(), windows,
+                                              static_cast<double>(ctx.calibMemoryMiB) * 1024 * 1024,
+                                              ctx.threads));
+    std::set<const Value *> wantS;
     std::set<std::pair<const Value *, const Value *>> pairs; // q, k, v share one
     for (const Target &t : targets)
       if (t.stage == s) {
         wantS.insert(t.xs);
-        wantT.insert(t.xt);
         pairs.insert({t.xs, t.xt});
       }
     std::map<std::pair<const Value *, const Value *>, distill::NormalEquations> sums;
-    for (const auto &ids : windows) {
-      LLMOPT_ASSIGN_OR_RETURN(auto xt, capture((*teacher)->graph(), ids, wantT, ctx.threads));
-      LLMOPT_ASSIGN_OR_RETURN(auto xs, capture(m.graph(), ids, wantS, ctx.threads));
+    for (size_t w = 0; w < windows.size(); ++w) {
+      const auto &xt = cache.windows[w];
+      LLMOPT_ASSIGN_OR_RETURN(auto xs, capture(m.graph(), windows[w], wantS, ctx.threads));
       for (const auto &[vs, vt] : pairs) {
         const Tensor &a = xs.at(vs), &b = xt.at(vt);
         const int64_t ks = a.shape().back(), kt = b.shape().back(), rows = a.numel() / ks;
@@ -280,9 +323,9 @@ Expected<PreservedAnalyses> DistillReconstructPass::run(Model &m, AnalysisManage
   }
   const double n = static_cast<double>(targets.size());
   ctx.reportLines.push_back(fmt::format(
-      "{}: teacher {}; refit {} weights in {} stages ({} solves, ridge {:g}) on {} windows x {} "
-      "tokens; relative output error per layer, mean {:.4g} -> {:.4g}; {} biases corrected; {:.1f} s",
-      kPass, opts_.teacher, targets.size(), stages, solves, opts_.ridge, windows.size(),
+      "{}: teacher {} (run {} times per window, --calib-memory {} MiB); refit {} weights in {} "
+      "stages ({} solves, ridge {:g}) on {} windows x {} tokens; relative output error per layer, mean {:.4g} -> {:.4g}; {} biases corrected; {:.1f} s",
+      kPass, opts_.teacher, teacherRuns, ctx.calibMemoryMiB, targets.size(), stages, solves, opts_.ridge, windows.size(),
       windows.front().size(), before / n, after / n, biases,
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()));
   return PreservedAnalyses::none();
