@@ -1,0 +1,124 @@
+// Internal to the kernel library: activations prepared for the packed layouts, the job a
+// variant runs over a range of tiles, and the per-ISA entry points.
+#pragma once
+
+#include <vector>
+
+#include "backend/cpu/kernels/Kernels.h"
+
+namespace llmopt::cpu::detail {
+
+/// A[M,K] rearranged once per call into the int4 format's lane order (see
+/// `int4LanePosition`), per row and superblock:
+///  - Int8: `q` 256 int8 values (four 64-byte step vectors), `scale` 16 floats (lane l holds
+///    its block's activation scale), `sum` 16 floats (lane l: the sum of the 16 int8 values
+///    that feed lane l times that scale, for the zero-point term).
+///  - F32: `f` 256 floats as 16 vectors of 16 lanes, vector v = 8*chunk + 2*byte + nibble
+///    (the order in which SIMD code shifts nibbles out of 32-bit words), `sum` 16 floats
+///    (lane sums of those activations).
+struct Int4Activations {
+  Compute compute = Compute::F32;
+  int64_t m = 0, supers = 0;
+  std::vector<int8_t> q;
+  std::vector<float> f, scale, sum;
+  LLMOPT_KERNEL_INLINE const int8_t *qAt(int64_t row, int64_t s) const { return q.data() + (row * supers + s) * 256; }
+  LLMOPT_KERNEL_INLINE const float *fAt(int64_t row, int64_t s) const { return f.data() + (row * supers + s) * 256; }
+  LLMOPT_KERNEL_INLINE const float *scaleAt(int64_t row, int64_t s) const {
+    return scale.data() + (row * supers + s) * 16;
+  }
+  LLMOPT_KERNEL_INLINE const float *sumAt(int64_t row, int64_t s) const {
+    return sum.data() + (row * supers + s) * 16;
+  }
+};
+
+/// Per-block int8 quantization of `n` activations: returns the scale (max|x|/127, 0 for an
+/// all-zero block) and writes round-to-nearest-even q in [-127, 127].
+float quantizeInt8(const float *x, int n, int8_t *q);
+
+void prepareInt4Activations(const float *a, int64_t m, int64_t lda, const Int4Layout &layout,
+                            Compute compute, Int4Activations &out);
+
+struct Int4Job {
+  Int4Weights w;
+  const Int4Activations *act = nullptr; ///< SIMD variants
+  const float *a = nullptr;             ///< the scalar reference reads A directly
+  int64_t m = 0, lda = 0, ldc = 0;
+  float *c = nullptr;
+  Epilogue epilogue;
+  Compute compute = Compute::F32;
+};
+
+/// Writes C[row, col] = value + the epilogue terms (columns past N are dropped).
+LLMOPT_KERNEL_INLINE void storeOutput(const Epilogue &e, float *c, int64_t ldc, int64_t n, int64_t row,
+                        int64_t col, float value) {
+  if (col >= n)
+    return;
+  if (e.bias)
+    value += e.bias[col];
+  if (e.residual)
+    value += e.residual[row * e.ldResidual + col];
+  c[row * ldc + col] = value;
+}
+
+/// Int8 activations for the int8 format: per row, q (K padded to 64, shifted by +128 to
+/// u8 for vpdpbusd) and one scale.
+struct Int8Activations {
+  Compute compute = Compute::F32;
+  int64_t m = 0, kPadded = 0;
+  std::vector<uint8_t> q;
+  std::vector<float> f, scale;
+};
+
+struct Int8Job {
+  Int8Weights w;
+  const Int8Activations *act = nullptr;
+  const float *a = nullptr;
+  int64_t m = 0, lda = 0, ldc = 0;
+  float *c = nullptr;
+  Epilogue epilogue;
+  Compute compute = Compute::F32;
+};
+
+namespace {
+/// Calls Variant::tiles<LB, Asym, Int8>(job, tb, te) for the job's format and compute, LB =
+/// block size / 16 (the lanes one block fills). In an unnamed namespace on purpose: each ISA
+/// file instantiates its own copy with its own flags.
+template <class Variant> void dispatchInt4(const Int4Job &job, int64_t tb, int64_t te) {
+  auto byBlock = [&]<bool Asym, bool Int8>() {
+    switch (job.w.layout.blockSize) {
+    case 16: return Variant::template tiles<1, Asym, Int8>(job, tb, te);
+    case 32: return Variant::template tiles<2, Asym, Int8>(job, tb, te);
+    case 64: return Variant::template tiles<4, Asym, Int8>(job, tb, te);
+    case 128: return Variant::template tiles<8, Asym, Int8>(job, tb, te);
+    default: return Variant::template tiles<16, Asym, Int8>(job, tb, te);
+    }
+  };
+  const bool int8 = job.compute == Compute::Int8;
+  if (job.w.layout.asym)
+    return int8 ? byBlock.template operator()<true, true>()
+                : byBlock.template operator()<true, false>();
+  return int8 ? byBlock.template operator()<false, true>()
+              : byBlock.template operator()<false, false>();
+}
+} // namespace
+
+/// Each variant computes columns [tileBegin*8, tileEnd*8) of every row.
+namespace ref {
+void int4Tiles(const Int4Job &job, int64_t tileBegin, int64_t tileEnd);
+void int8Tiles(const Int8Job &job, int64_t tileBegin, int64_t tileEnd);
+} // namespace ref
+namespace avx2 {
+void int4Tiles(const Int4Job &job, int64_t tileBegin, int64_t tileEnd);
+void int8Tiles(const Int8Job &job, int64_t tileBegin, int64_t tileEnd);
+} // namespace avx2
+namespace avx512 {
+void int4Tiles(const Int4Job &job, int64_t tileBegin, int64_t tileEnd);
+void int8Tiles(const Int8Job &job, int64_t tileBegin, int64_t tileEnd);
+} // namespace avx512
+
+/// Runs fn(begin, end) over [0, count) split into contiguous ranges, one per thread of the
+/// library's pool (the caller takes the first range).
+void parallelRanges(int64_t count, void (*fn)(const void *ctx, int64_t, int64_t),
+                    const void *ctx);
+
+} // namespace llmopt::cpu::detail
