@@ -303,7 +303,12 @@ Expected<QuantMixedOptions> parseQuantMixedOptions(const PassOptionList &opts) {
                           r.getChoice("metric", {"hessian", "relative", "weight", "kl"}, "hessian"));
   LLMOPT_ASSIGN_OR_RETURN(o.embed, r.getFlag("embed", false));
   LLMOPT_ASSIGN_OR_RETURN(o.probeWindows, r.getInt("probe-windows", 2, 1, 1024));
+  LLMOPT_ASSIGN_OR_RETURN(std::string probe, r.getChoice("probe", {"one", "all"}, "one"));
+  o.probeAll = probe == "all";
   LLMOPT_RETURN_IF_ERROR(r.finish());
+  if (o.probeAll && o.metric != "kl")
+    return errorf("pass 'quant-mixed': option 'probe=all' needs metric=kl (it probes each "
+                  "format end to end)");
   if (o.embed && o.metric != "kl" && o.metric != "weight")
     return errorf("pass 'quant-mixed': option 'embed' needs metric=kl or metric=weight (an "
                   "embedding table has no input Hessian for metric={})",
@@ -433,12 +438,17 @@ Expected<PreservedAnalyses> QuantMixedPass::run(Model &m, AnalysisManager &am) {
       } else {
         LLMOPT_ASSIGN_OR_RETURN(deq, roundTrip(f));
       }
+      c.bytes.push_back(bytes(f));
+      if (o.probeAll) { // the end-to-end response of this very format
+        LLMOPT_ASSIGN_OR_RETURN(double resp, e2e->probe(v, std::move(deq)));
+        c.error.push_back(resp);
+        continue;
+      }
       c.error.push_back(error(deq));
       if (e2e && f == probe)
         probeDeq = std::move(deq);
-      c.bytes.push_back(bytes(f));
     }
-    return e2e ? rescale(c, v, std::move(probeDeq)) : Status::ok();
+    return e2e && !o.probeAll ? rescale(c, v, std::move(probeDeq)) : Status::ok();
   };
   auto measure = [&](size_t i, const quantpass::GptqFactor *factor,
                      const std::vector<double> *h) -> Status {
@@ -614,7 +624,7 @@ Expected<PreservedAnalyses> QuantMixedPass::run(Model &m, AnalysisManager &am) {
       "written for --target={}; {}; summed {} error {:.6g}{}; skipped: {}",
       o.bpw, fmt::join(o.candidates, ","), fmt::join(o.blocks, ","), o.asymToo ? "sym+asym" : o.symmetric ? "sym" : "asym",
       o.method,
-      e2e ? fmt::format("kl (end-to-end probe at {} on {})", formatName(probe), e2e->what())
+      e2e ? fmt::format("kl (end-to-end probe at {} on {})", o.probeAll ? std::string("every format") : formatName(probe), e2e->what())
           : o.metric,
       weights.size(),
       o.embed ? fmt::format(" and {} embedding tables (skipped {})", tables.size(), tableSkips)

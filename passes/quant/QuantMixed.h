@@ -47,6 +47,7 @@ struct QuantMixedOptions {
   std::string method = "gptq"; ///< rtn | gptq
   std::string metric = "hessian"; ///< hessian | relative | weight | kl
   int64_t probeWindows = 2; ///< metric=kl: calibration windows (of 128 tokens) per probe
+  bool probeAll = false; ///< metric=kl, probe=all: every format probed end to end
   bool embed = false; ///< also allocate the embedding tables (and a tied LM head)
 };
 Expected<QuantMixedOptions> parseQuantMixedOptions(const PassOptionList &opts);

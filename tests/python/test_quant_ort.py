@@ -65,6 +65,8 @@ PASSES = [
     "quant-embed,quant-mixed<bpw=6;candidates=2,4,8,16;method=rtn;metric=weight>",
     # the table allocated too; sym and asym formats; 3 probe windows
     "quant-mixed<bpw=6;candidates=2,4,8,16;metric=kl;embed;mode=both;probe-windows=3>",
+    # every format probed end to end
+    "quant-mixed<bpw=7.5;candidates=2,4,8;blocks=32,64;metric=kl;probe=all>",
 ]
 
 pytestmark = pytest.mark.skipif(not (LLMOPT.exists() and RUNNER.exists()),

@@ -355,3 +355,28 @@ TEST(QuantMixed, EmbedAllocatesTheEmbeddingTableToo) {
             std::string::npos)
       << bad.status().message();
 }
+
+TEST(QuantMixed, ProbeAllScoresEveryFormatEndToEnd) {
+  auto m = tinyMlp();
+  AnalysisManager am(calibContext());
+  auto pm = parsePipeline("quant-mixed<bpw=11;block=16;blocks=16,32;candidates=2,4,8;metric=kl;probe=all>",
+                          PassRegistry::global());
+  ASSERT_TRUE(pm) << pm.status().message();
+  auto r = (*pm)->run(*m, am);
+  ASSERT_TRUE(r) << r.status().message();
+  bool summary = false;
+  for (const std::string &line : am.context().reportLines)
+    if (line.rfind("quant-mixed (", 0) == 0) {
+      summary = true;
+      EXPECT_NE(line.find("end-to-end probe at every format"), std::string::npos) << line;
+      const size_t at = line.find("whole model ");
+      ASSERT_NE(at, std::string::npos) << line;
+      EXPECT_LE(std::stod(line.substr(at + 12)), 11.0) << line;
+    }
+  EXPECT_TRUE(summary);
+
+  auto bad = parsePipeline("quant-mixed<bpw=8;metric=relative;probe=all>", PassRegistry::global());
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.status().message().find("option 'probe=all' needs metric=kl"), std::string::npos)
+      << bad.status().message();
+}
