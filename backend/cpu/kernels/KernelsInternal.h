@@ -116,8 +116,8 @@ void int4Tiles(const Int4Job &job, int64_t tileBegin, int64_t tileEnd);
 void int8Tiles(const Int8Job &job, int64_t tileBegin, int64_t tileEnd);
 } // namespace avx512
 
-/// Runs fn(begin, end) over [0, count) split into contiguous ranges, one per thread of the
-/// library's pool (the caller takes the first range).
+/// Runs fn(begin, end) over [0, count) in contiguous chunks shared out among the threads of
+/// the library's pool (the caller is one of them).
 void parallelRanges(int64_t count, void (*fn)(const void *ctx, int64_t, int64_t),
                     const void *ctx);
 

@@ -1,6 +1,6 @@
 // The kernels' thread pool: persistent workers that spin briefly between calls (a GEMV is
 // a few hundred microseconds, too short to pay for thread start-up or a futex wake each
-// time) and then sleep.
+// time) and then sleep. Work is handed out in contiguous chunks from an atomic counter.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -42,14 +42,16 @@ public:
       return;
     }
     std::lock_guard<std::mutex> serial(runMu_);
-    fn_ = fn, ctx_ = ctx, count_ = count, parts_ = parts;
+    fn_ = fn, ctx_ = ctx, count_ = count;
+    chunk_ = std::max<int64_t>(1, count / (parts * 8));
+    next_.store(0, std::memory_order_relaxed);
     pending_.store(threads_ - 1, std::memory_order_relaxed);
     {
       std::lock_guard<std::mutex> lock(mu_);
       generation_.fetch_add(1, std::memory_order_release);
     }
     cv_.notify_all();
-    fn(ctx, 0, count / parts);
+    drain();
     while (pending_.load(std::memory_order_acquire) != 0)
       std::this_thread::yield();
   }
@@ -62,9 +64,19 @@ private:
       if (stop_)
         return;
       seen = g;
-      if (index < parts_)
-        fn_(ctx_, count_ * index / parts_, count_ * (index + 1) / parts_);
+      drain();
       pending_.fetch_sub(1, std::memory_order_acq_rel);
+    }
+  }
+  // Takes chunks of about 1/8 of a thread's share until none is left, so a thread the OS
+  // descheduled (a busy machine) does not hold the others up. Which thread computes a
+  // column never changes its result.
+  void drain() {
+    for (;;) {
+      const int64_t begin = next_.fetch_add(chunk_, std::memory_order_relaxed);
+      if (begin >= count_)
+        return;
+      fn_(ctx_, begin, std::min(count_, begin + chunk_));
     }
   }
   // Spins up to ~200 us for the next call, then sleeps on the condition variable.
@@ -91,8 +103,8 @@ private:
   std::atomic<bool> stop_{false};
   RangeFn fn_ = nullptr;
   const void *ctx_ = nullptr;
-  int64_t count_ = 0;
-  int parts_ = 1;
+  int64_t count_ = 0, chunk_ = 1;
+  std::atomic<int64_t> next_{0};
 };
 
 std::mutex poolMu;

@@ -77,6 +77,9 @@ void int8Kernel(const Int4Job &job, int64_t tile, int64_t row0, int col0) {
   __m256 tot[MR][NC] = {};
   const uint8_t *rec = job.w.record(tile, 0);
   for (int64_t s = 0; s < supers; ++s, rec += recBytes) {
+    if constexpr (MR == 1) // a GEMV streams its weights: fetch whole records ahead
+      for (size_t line = 0; line < recBytes; line += 64)
+        _mm_prefetch(reinterpret_cast<const char *>(rec + 8 * recBytes) + line, _MM_HINT_T0);
 #pragma GCC unroll 8
     for (int cc = 0; cc < NC; ++cc) {
       const uint8_t *q = rec + (col0 + cc) * (kInt4Super / 2);
@@ -117,6 +120,9 @@ void f32Kernel(const Int4Job &job, int64_t tile, int64_t row0, int col0) {
   __m256 tot[MR][NC] = {};
   const uint8_t *rec = job.w.record(tile, 0);
   for (int64_t s = 0; s < supers; ++s, rec += recBytes) {
+    if constexpr (MR == 1) // a GEMV streams its weights: fetch whole records ahead
+      for (size_t line = 0; line < recBytes; line += 64)
+        _mm_prefetch(reinterpret_cast<const char *>(rec + 8 * recBytes) + line, _MM_HINT_T0);
 #pragma GCC unroll 8
     for (int cc = 0; cc < NC; ++cc) {
       const uint8_t *q = rec + (col0 + cc) * (kInt4Super / 2);
@@ -150,7 +156,8 @@ void f32Kernel(const Int4Job &job, int64_t tile, int64_t row0, int col0) {
   storeTile<MR, NC>(job, tile, row0, col0, tot);
 }
 
-// Rows in pairs (2×4 outputs per microkernel call: 16 ymm registers), a last odd row alone.
+// Rows in pairs (2×4 outputs per microkernel call: 16 ymm registers), a last odd row alone
+// over all 8 columns of a record at once.
 struct Variant {
 template <int LB, bool Asym, bool Int8> static void tiles(const Int4Job &job, int64_t tb, int64_t te) {
   for (int64_t tile = tb; tile < te; ++tile) {
@@ -166,7 +173,7 @@ template <int LB, bool Asym, bool Int8> static void tiles(const Int4Job &job, in
     for (; row + 2 <= job.m;)
       run.template operator()<2, 4>();
     if (row < job.m)
-      run.template operator()<1, 4>();
+      run.template operator()<1, 8>(); // one pass over each record
   }
 }
 };

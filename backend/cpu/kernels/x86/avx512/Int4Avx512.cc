@@ -44,11 +44,13 @@ void storeTile(const Int4Job &job, int64_t tile, int64_t row0, int col0, const _
                   tile * kTileCols + col0 + cc, _mm512_reduce_add_ps(tot[r][cc]));
 }
 
-// A GEMV streams its weights once: fetch this call's nibble lines of a record ahead.
-template <int NC> void prefetchColumns(const uint8_t *rec, int col0) {
-  for (int line = 0; line < NC * 2; ++line)
-    _mm_prefetch(reinterpret_cast<const char *>(rec) + col0 * 128 + line * 64, _MM_HINT_T0);
+// A GEMV streams its weights once: fetch a whole record ahead (the hardware prefetchers
+// stop at page ends and do not run far enough ahead on their own).
+inline void prefetchRecord(const uint8_t *rec, size_t bytes) {
+  for (size_t line = 0; line < bytes; line += 64)
+    _mm_prefetch(reinterpret_cast<const char *>(rec) + line, _MM_HINT_T0);
 }
+constexpr int kPrefetchRecords = 8;
 
 template <int LB, bool Asym> struct Column {
   __m512 scale, zp;
@@ -74,8 +76,6 @@ void int8Kernel(const Int4Job &job, int64_t tile, int64_t row0, int col0) {
   __m512 tot[MR][NC] = {};
   const uint8_t *rec = job.w.record(tile, 0);
   for (int64_t s = 0; s < supers; ++s, rec += recBytes) {
-    if constexpr (MR == 1)
-      prefetchColumns<NC>(rec + 8 * recBytes, col0);
     __m512i d[MR][NC], chunk[NC];
 #pragma GCC unroll 4
     for (int j = 0; j < 4; ++j) {
@@ -109,6 +109,37 @@ void int8Kernel(const Int4Job &job, int64_t tile, int64_t row0, int col0) {
   storeTile<MR, NC>(job, tile, row0, col0, tot);
 }
 
+// Int8 GEMV (one row): the record's 8 columns one after another, the row's four step
+// vectors held in registers, the whole record prefetched ahead: one stream per thread.
+template <int LB, bool Asym> void int8Gemv(const Int4Job &job, int64_t tile, int64_t row) {
+  const Int4Activations &act = *job.act;
+  const size_t recBytes = job.w.layout.recordBytes();
+  const __m512i low = _mm512_set1_epi8(0x0F);
+  __m512 tot[1][kTileCols] = {};
+  const uint8_t *rec = job.w.record(tile, 0);
+  for (int64_t s = 0; s < act.supers; ++s, rec += recBytes) {
+    prefetchRecord(rec + kPrefetchRecords * recBytes, recBytes);
+    const int8_t *a = act.qAt(row, s);
+    const __m512i a0 = _mm512_loadu_si512(a), a1 = _mm512_loadu_si512(a + 64);
+    const __m512i a2 = _mm512_loadu_si512(a + 128), a3 = _mm512_loadu_si512(a + 192);
+    const __m512 scale = _mm512_loadu_ps(act.scaleAt(row, s));
+    const __m512 sum = _mm512_loadu_ps(act.sumAt(row, s));
+#pragma GCC unroll 8
+    for (int cc = 0; cc < kTileCols; ++cc) {
+      const uint8_t *q = rec + cc * (kInt4Super / 2);
+      const __m512i c0 = _mm512_loadu_si512(q), c1 = _mm512_loadu_si512(q + 64);
+      __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(c0, low), a0);
+      d = _mm512_dpbusd_epi32(d, _mm512_and_si512(_mm512_srli_epi16(c0, 4), low), a1);
+      d = _mm512_dpbusd_epi32(d, _mm512_and_si512(c1, low), a2);
+      d = _mm512_dpbusd_epi32(d, _mm512_and_si512(_mm512_srli_epi16(c1, 4), low), a3);
+      const Column<LB, Asym> col(rec, cc);
+      const __m512 t = _mm512_fmsub_ps(_mm512_cvtepi32_ps(d), scale, _mm512_mul_ps(col.zp, sum));
+      tot[0][cc] = _mm512_fmadd_ps(t, col.scale, tot[0][cc]);
+    }
+  }
+  storeTile<1, kTileCols>(job, tile, row, 0, tot);
+}
+
 // F32 activations: nibble (byte b, half h) of every 32-bit word is shifted out as 16 ints,
 // converted and FMA'd with the activations prepared in that order; then
 // tot += (sum(q*a) - zp * lane_sum(a)) * w_scale.
@@ -122,7 +153,7 @@ void f32Kernel(const Int4Job &job, int64_t tile, int64_t row0, int col0) {
   const uint8_t *rec = job.w.record(tile, 0);
   for (int64_t s = 0; s < supers; ++s, rec += recBytes) {
     if constexpr (MR == 1)
-      prefetchColumns<NC>(rec + 8 * recBytes, col0);
+      prefetchRecord(rec + kPrefetchRecords * recBytes, recBytes);
 #pragma GCC unroll 8
     for (int cc = 0; cc < NC; ++cc) {
       const uint8_t *q = rec + (col0 + cc) * (kInt4Super / 2);
@@ -178,7 +209,14 @@ template <int LB, bool Asym, bool Int8> static void tiles(const Int4Job &job, in
     switch (job.m - row) {
     case 3: run.template operator()<3, Int8 ? 2 : 4>(); break;
     case 2: run.template operator()<2, 4>(); break;
-    case 1: run.template operator()<1, Int8 ? 4 : 8>(); break;
+    case 1:
+      if constexpr (Int8) {
+        for (int64_t tile = t0; tile < t1; ++tile)
+          int8Gemv<LB, Asym>(job, tile, row);
+      } else {
+        run.template operator()<1, 8>();
+      }
+      break;
     default: break;
     }
   }
