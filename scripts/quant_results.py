@@ -76,6 +76,9 @@ MINI = {
     "awq-sym-b128": ("quant-int4<method=awq;block=128>", True),
     "mixed-kl-blocks": ("quant-mixed<bpw={bpw};metric=kl;candidates=2,4,8;blocks=32,64,128,256>",
                         True),
+    # every format probed end to end, sym and asym formats
+    "mixed-kl-both-all": ("quant-mixed<bpw={bpw};metric=kl;candidates=2,4,8;blocks=32,64,128,256;"
+                          "mode=both;probe=all>", True),
 }
 
 
