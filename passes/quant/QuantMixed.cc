@@ -3,7 +3,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <limits>
 #include <map>
 #include <optional>
 #include <tuple>
@@ -11,10 +10,10 @@
 
 #include <fmt/format.h>
 
-#include "backend/interp/Interpreter.h"
 #include "ir/QuantFormats.h"
 #include "passes/analysis/Report.h"
 #include "passes/calib/Calibration.h"
+#include "passes/quant/EndToEndProbe.h"
 #include "passes/quant/Gptq.h"
 #include "passes/quant/QuantCommon.h"
 #include "passes/quant/QuantHalf.h"
@@ -73,101 +72,6 @@ double sqDiff(const float *a, const float *b, int64_t n) {
   return s;
 }
 
-/// metric=kl: the model's response to one weight's quantization error, end to end. The
-/// first graph output is compared with the unquantized model's on a few short windows:
-/// mean KL(p_ref || p) over positions when it is `logits`, else the relative squared error.
-class EndToEnd {
-public:
-  static Expected<EndToEnd> make(const Model &m, const std::vector<std::vector<int64_t>> &windows,
-                                 size_t maxWindows, int threads) {
-    EndToEnd e;
-    e.model_ = &m;
-    e.threads_ = threads;
-    e.kl_ = !m.graph().outputs().empty() && m.graph().outputs().front()->name() == "logits";
-    for (size_t i = 0; i < windows.size() && i < maxWindows; ++i) {
-      std::vector<int64_t> ids(windows[i].begin(),
-                               windows[i].begin() + std::min<size_t>(windows[i].size(), kTokens));
-      LLMOPT_ASSIGN_OR_RETURN(std::vector<Tensor> in, calib::makeInputs(m.graph(), ids));
-      LLMOPT_ASSIGN_OR_RETURN(Tensor ref, e.first(in));
-      e.inputs_.push_back(std::move(in));
-      e.refs_.push_back(std::move(ref));
-    }
-    return e;
-  }
-  /// The response with `w`'s data replaced by `deq` (restored afterwards).
-  Expected<double> probe(Value *w, std::vector<float> deq) {
-    const std::shared_ptr<Tensor> saved = w->constant();
-    w->setConstant(std::make_shared<Tensor>(Tensor::fromVector(DType::F32, saved->shape(), deq)));
-    double total = 0;
-    Status failed;
-    for (size_t i = 0; i < inputs_.size() && failed; ++i) {
-      auto out = first(inputs_[i]);
-      if (!out) {
-        failed = out.status();
-        break;
-      }
-      total += kl_ ? meanKl(refs_[i], *out) : relError(refs_[i], *out);
-    }
-    w->setConstant(saved);
-    LLMOPT_RETURN_IF_ERROR(failed);
-    return total / static_cast<double>(inputs_.size());
-  }
-  std::string what() const {
-    return fmt::format("{} window{} of {} tokens", inputs_.size(), inputs_.size() == 1 ? "" : "s",
-                       refs_.empty() ? 0 : refs_.front().shape().size() > 1 ? refs_.front().shape()[1] : 0);
-  }
-
-private:
-  static constexpr size_t kTokens = 128;
-  Expected<Tensor> first(const std::vector<Tensor> &in) const {
-    interp::RunOptions ro;
-    ro.threads = threads_;
-    LLMOPT_ASSIGN_OR_RETURN(std::vector<Tensor> outs, interp::run(model_->graph(), in, ro));
-    if (outs.empty() || outs.front().dtype() != DType::F32)
-      return errorf("quant-mixed metric=kl: the model's first output is not f32");
-    return std::move(outs.front());
-  }
-  static double meanKl(const Tensor &ref, const Tensor &got) {
-    const int64_t V = ref.shape().back(), rows = ref.numel() / V;
-    const float *p = reinterpret_cast<const float *>(ref.data());
-    const float *q = reinterpret_cast<const float *>(got.data());
-    double kl = 0;
-    for (int64_t r = 0; r < rows; ++r) {
-      const float *a = p + r * V, *b = q + r * V;
-      const double ma = *std::max_element(a, a + V), mb = *std::max_element(b, b + V);
-      double za = 0, zb = 0;
-      for (int64_t v = 0; v < V; ++v) {
-        za += std::exp(a[v] - ma);
-        zb += std::exp(b[v] - mb);
-      }
-      const double la = std::log(za) + ma, lb = std::log(zb) + mb;
-      double s = 0;
-      for (int64_t v = 0; v < V; ++v) {
-        const double lpa = a[v] - la;
-        s += std::exp(lpa) * (lpa - (b[v] - lb));
-      }
-      kl += s;
-    }
-    return kl / static_cast<double>(rows);
-  }
-  static double relError(const Tensor &ref, const Tensor &got) {
-    const float *p = reinterpret_cast<const float *>(ref.data());
-    const float *q = reinterpret_cast<const float *>(got.data());
-    double num = 0, den = 0;
-    for (int64_t i = 0; i < ref.numel(); ++i) {
-      num += (static_cast<double>(p[i]) - q[i]) * (static_cast<double>(p[i]) - q[i]);
-      den += static_cast<double>(p[i]) * p[i];
-    }
-    return num / std::max(den, 1e-30);
-  }
-
-  const Model *model_ = nullptr;
-  int threads_ = 0;
-  bool kl_ = true;
-  std::vector<std::vector<Tensor>> inputs_;
-  std::vector<Tensor> refs_;
-};
-
 /// One candidate format: `bits` (2..8) in blocks of `block` along K, or 16 (f16).
 struct Format {
   int64_t bits = 4, block = 128;
@@ -197,96 +101,6 @@ Expected<Tensor> quantizeAs(const Tensor &w, const Format &f, const QuantMixedOp
 
 } // namespace
 
-bool quantpass::allocateFormats(std::vector<FormatChoice> &cs, double budget) {
-  if (cs.empty())
-    return budget >= 0;
-  auto pickAll = [&](double lambda) {
-    double total = 0;
-    for (Choice &c : cs) {
-      double best = std::numeric_limits<double>::infinity();
-      for (size_t j = 0; j < c.bytes.size(); ++j) {
-        const double v = c.error[j] + lambda * static_cast<double>(c.bytes[j]);
-        if (v < best || (v == best && c.bytes[j] < c.bytes[static_cast<size_t>(c.picked)])) {
-          best = v;
-          c.picked = static_cast<int64_t>(j);
-        }
-      }
-      total += static_cast<double>(c.bytes[static_cast<size_t>(c.picked)]);
-    }
-    return total;
-  };
-  double minTotal = 0;
-  for (const Choice &c : cs)
-    minTotal += static_cast<double>(*std::min_element(c.bytes.begin(), c.bytes.end()));
-  if (minTotal > budget)
-    return false;
-  // lambda = 0 picks the least error; if that fits, done. Else bisect on a log scale.
-  if (pickAll(0) <= budget)
-    return true;
-  double lo = 0, hi = 1e-12;
-  while (pickAll(hi) > budget)
-    hi *= 4;
-  for (int it = 0; it < 200; ++it) {
-    const double mid = lo == 0 ? hi / 2 : std::sqrt(lo * hi);
-    if (pickAll(mid) > budget)
-      lo = mid;
-    else
-      hi = mid;
-    if (lo > 0 && hi / lo < 1 + 1e-9)
-      break;
-  }
-  double used = pickAll(hi);
-  // Spend what is left on the upgrades that save the most error per byte.
-  for (;;) {
-    double bestGain = 0;
-    Choice *bestC = nullptr;
-    int64_t bestJ = -1;
-    for (Choice &c : cs) {
-      const size_t p = static_cast<size_t>(c.picked);
-      for (size_t j = 0; j < c.bytes.size(); ++j) {
-        const double extra = static_cast<double>(c.bytes[j] - c.bytes[p]);
-        const double saved = c.error[p] - c.error[j];
-        if (saved <= 0 || used + extra > budget)
-          continue;
-        const double gain = extra <= 0 ? std::numeric_limits<double>::infinity() : saved / extra;
-        if (gain > bestGain) {
-          bestGain = gain;
-          bestC = &c;
-          bestJ = static_cast<int64_t>(j);
-        }
-      }
-    }
-    if (!bestC)
-      break;
-    used += static_cast<double>(bestC->bytes[static_cast<size_t>(bestJ)] -
-                                bestC->bytes[static_cast<size_t>(bestC->picked)]);
-    bestC->picked = bestJ;
-  }
-  // The Lagrangian is not exact for a discrete knapsack: never return worse than giving
-  // every weight the same candidate, when that fits.
-  double mixed = 0;
-  for (const Choice &c : cs)
-    mixed += c.error[static_cast<size_t>(c.picked)];
-  const size_t formats = cs.front().bytes.size();
-  for (size_t j = 0; j < formats; ++j) {
-    double bytes = 0, err = 0;
-    for (const Choice &c : cs) {
-      bytes += static_cast<double>(c.bytes[j]);
-      err += c.error[j];
-    }
-    if (bytes <= budget && err < mixed) {
-      mixed = err;
-      for (Choice &c : cs)
-        c.picked = static_cast<int64_t>(j);
-    }
-  }
-  return true;
-}
-
-namespace {
-
-
-} // namespace
 
 Expected<QuantMixedOptions> parseQuantMixedOptions(const PassOptionList &opts) {
   OptionReader r("quant-mixed", opts);
@@ -385,7 +199,7 @@ Expected<PreservedAnalyses> QuantMixedPass::run(Model &m, AnalysisManager &am) {
   std::vector<Choice> choices(weights.size() + tables.size()); // weights, then tables
   // metric=kl: the local (Hessian) errors, rescaled per weight by the end-to-end response
   // to its quantization in the probe format (4 bits, or the candidate nearest below it).
-  std::optional<EndToEnd> e2e;
+  std::optional<quantpass::EndToEndProbe> e2e;
   std::vector<Format> formats;
   for (int64_t bits : o.candidates)
     if (bits == 16)
@@ -411,7 +225,7 @@ Expected<PreservedAnalyses> QuantMixedPass::run(Model &m, AnalysisManager &am) {
       probe = f;
   if (o.metric == "kl") {
     LLMOPT_ASSIGN_OR_RETURN(auto windows, calib::loadWindows(am.context()));
-    LLMOPT_ASSIGN_OR_RETURN(EndToEnd e, EndToEnd::make(m, windows, static_cast<size_t>(o.probeWindows), am.context().threads));
+    LLMOPT_ASSIGN_OR_RETURN(quantpass::EndToEndProbe e, quantpass::EndToEndProbe::make(m, windows, static_cast<size_t>(o.probeWindows), am.context().threads));
     e2e = std::move(e);
   }
   // metric=kl: scales one weight's local errors so the probe format's equals its

@@ -60,7 +60,8 @@ struct FormatChoice {
   int64_t picked = -1; ///< set by allocateFormats
 };
 /// Picks one format per weight so the bytes fit `budget` with little summed error (the
-/// Lagrangian + greedy fill above; never worse than the best uniform choice that fits).
+/// Lagrangian + greedy fill in FormatAllocator.cc; never worse than the best uniform choice
+/// that fits).
 /// Every weight needs the same number of formats, at least one. False when the smallest
 /// formats exceed the budget.
 bool allocateFormats(std::vector<FormatChoice> &cs, double budget);
