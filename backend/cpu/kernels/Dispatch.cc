@@ -102,6 +102,16 @@ const LaneTables &laneTables(int blockSize) {
 
 } // namespace
 
+float *threadScratch(size_t floats) {
+  thread_local AlignedBytes buffer;
+  thread_local size_t capacity = 0;
+  if (capacity < floats) {
+    buffer = allocateAligned(floats * sizeof(float));
+    capacity = floats;
+  }
+  return reinterpret_cast<float *>(buffer.get());
+}
+
 void prepareInt4Activations(const float *a, int64_t m, int64_t lda, const Int4Layout &layout,
                             Compute compute, Int4Activations &out) {
   const int64_t supers = layout.supers(), k = layout.k;

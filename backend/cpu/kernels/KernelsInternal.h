@@ -102,6 +102,10 @@ template <class Variant> void dispatchInt4(const Int4Job &job, int64_t tb, int64
 }
 } // namespace
 
+/// A per-thread scratch buffer of at least `floats` floats, 64-byte aligned (reused; valid
+/// until the thread's next call). Defined outside the ISA files on purpose.
+float *threadScratch(size_t floats);
+
 /// Each variant computes columns [tileBegin*8, tileEnd*8) of every row.
 namespace ref {
 void int4Tiles(const Int4Job &job, int64_t tileBegin, int64_t tileEnd);

@@ -140,56 +140,111 @@ template <int LB, bool Asym> void int8Gemv(const Int4Job &job, int64_t tile, int
   storeTile<1, kTileCols>(job, tile, row, 0, tot);
 }
 
-// F32 activations: nibble (byte b, half h) of every 32-bit word is shifted out as 16 ints,
-// converted and FMA'd with the activations prepared in that order; then
+// F32 GEMV (one row): nibble (byte b, half h) of every 32-bit word is shifted out as 16
+// ints, converted and FMA'd with the activations prepared in that order; then
 // tot += (sum(q*a) - zp * lane_sum(a)) * w_scale.
-template <int LB, bool Asym, int MR, int NC>
-void f32Kernel(const Int4Job &job, int64_t tile, int64_t row0, int col0) {
+template <int LB, bool Asym> void f32Gemv(const Int4Job &job, int64_t tile, int64_t row) {
   const Int4Activations &act = *job.act;
-  const int64_t supers = act.supers;
   const size_t recBytes = job.w.layout.recordBytes();
   const __m512i low = _mm512_set1_epi32(0xF);
-  __m512 tot[MR][NC] = {};
+  __m512 tot[1][kTileCols] = {};
   const uint8_t *rec = job.w.record(tile, 0);
-  for (int64_t s = 0; s < supers; ++s, rec += recBytes) {
-    if constexpr (MR == 1)
-      prefetchRecord(rec + kPrefetchRecords * recBytes, recBytes);
+  for (int64_t s = 0; s < act.supers; ++s, rec += recBytes) {
+    prefetchRecord(rec + kPrefetchRecords * recBytes, recBytes);
+    const float *a = act.fAt(row, s);
 #pragma GCC unroll 8
-    for (int cc = 0; cc < NC; ++cc) {
-      const uint8_t *q = rec + (col0 + cc) * (kInt4Super / 2);
-      __m512 acc[MR];
-      for (auto &x : acc)
-        x = _mm512_setzero_ps();
+    for (int cc = 0; cc < kTileCols; ++cc) {
+      const uint8_t *q = rec + cc * (kInt4Super / 2);
+      __m512 acc = _mm512_setzero_ps();
       for (int chunk = 0; chunk < 2; ++chunk) {
         const __m512i x = _mm512_loadu_si512(q + 64 * chunk);
 #pragma GCC unroll 8
         for (int v = 0; v < 8; ++v) {
-          const int shift = 8 * (v / 2) + 4 * (v % 2);
-          const __m512i n = _mm512_and_si512(_mm512_srli_epi32(x, shift), low);
-          const __m512 w = _mm512_cvtepi32_ps(n);
-#pragma GCC unroll 4
-          for (int r = 0; r < MR; ++r)
-            acc[r] = _mm512_fmadd_ps(
-                w, _mm512_loadu_ps(act.fAt(row0 + r, s) + (8 * chunk + v) * 16), acc[r]);
+          const __m512i n = _mm512_and_si512(_mm512_srli_epi32(x, 8 * (v / 2) + 4 * (v % 2)), low);
+          acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(n), _mm512_loadu_ps(a + (8 * chunk + v) * 16), acc);
         }
       }
-      const Column<LB, Asym> col(rec, col0 + cc);
-#pragma GCC unroll 4
-      for (int r = 0; r < MR; ++r) {
-        const __m512 t =
-            _mm512_fnmadd_ps(col.zp, _mm512_loadu_ps(act.sumAt(row0 + r, s)), acc[r]);
-        tot[r][cc] = _mm512_fmadd_ps(t, col.scale, tot[r][cc]);
-      }
+      const Column<LB, Asym> col(rec, cc);
+      const __m512 t = _mm512_fnmadd_ps(col.zp, _mm512_loadu_ps(act.sumAt(row, s)), acc);
+      tot[0][cc] = _mm512_fmadd_ps(t, col.scale, tot[0][cc]);
     }
   }
-  storeTile<MR, NC>(job, tile, row0, col0, tot);
+  storeTile<1, kTileCols>(job, tile, row, 0, tot);
 }
 
-// Rows in groups of 4 (4×4 outputs per microkernel call), the rest 1..3 at a time. Tiles
-// are taken in blocks of about 256 KiB of weights that stay in L2 while every row group
-// passes over them, so each row group's activations stay in L1.
-struct Variant {
-template <int LB, bool Asym, bool Int8> static void tiles(const Int4Job &job, int64_t tb, int64_t te) {
+// F32 GEMM (M > 1): a tile's weights are dequantized once, w = (q - zp) * scale in lane order,
+// into a per-thread buffer (8 columns × K floats; 128 KiB at K = 4096, in L2), then every
+// row group runs a pure FMA microkernel over it: 16 lanes per output, one horizontal sum.
+template <int LB, bool Asym> void dequantizeTile(const Int4Job &job, int64_t tile, float *out) {
+  const int64_t supers = job.act->supers;
+  const size_t recBytes = job.w.layout.recordBytes();
+  const __m512i low = _mm512_set1_epi32(0xF);
+  const uint8_t *rec = job.w.record(tile, 0);
+  for (int64_t s = 0; s < supers; ++s, rec += recBytes)
+    for (int cc = 0; cc < kTileCols; ++cc) {
+      const Column<LB, Asym> col(rec, cc);
+      const __m512 zpScale = _mm512_mul_ps(col.zp, col.scale);
+      float *dst = out + (cc * supers + s) * kInt4Super;
+      for (int chunk = 0; chunk < 2; ++chunk) {
+        const __m512i x = _mm512_loadu_si512(rec + cc * (kInt4Super / 2) + 64 * chunk);
+#pragma GCC unroll 8
+        for (int v = 0; v < 8; ++v) {
+          const __m512i n = _mm512_and_si512(_mm512_srli_epi32(x, 8 * (v / 2) + 4 * (v % 2)), low);
+          _mm512_storeu_ps(dst + (8 * chunk + v) * 16,
+                           _mm512_fmsub_ps(_mm512_cvtepi32_ps(n), col.scale, zpScale));
+        }
+      }
+    }
+}
+
+template <int MR, int NC>
+void f32Microkernel(const Int4Job &job, const float *wd, int64_t tile, int64_t row0, int col0) {
+  const int64_t supers = job.act->supers, vectors = supers * 16;
+  __m512 acc[MR][NC] = {};
+  const float *a[MR];
+  for (int r = 0; r < MR; ++r)
+    a[r] = job.act->fAt(row0 + r, 0);
+  for (int64_t v = 0; v < vectors; ++v) {
+    __m512 w[NC];
+#pragma GCC unroll 4
+    for (int cc = 0; cc < NC; ++cc)
+      w[cc] = _mm512_loadu_ps(wd + (col0 + cc) * supers * kInt4Super + v * 16);
+#pragma GCC unroll 4
+    for (int r = 0; r < MR; ++r) {
+      const __m512 x = _mm512_loadu_ps(a[r] + v * 16);
+#pragma GCC unroll 4
+      for (int cc = 0; cc < NC; ++cc)
+        acc[r][cc] = _mm512_fmadd_ps(w[cc], x, acc[r][cc]);
+    }
+  }
+  storeTile<MR, NC>(job, tile, row0, col0, acc);
+}
+
+template <int LB, bool Asym> void f32GemmTiles(const Int4Job &job, int64_t tb, int64_t te) {
+  float *wd = threadScratch(kTileCols * job.act->supers * kInt4Super);
+  for (int64_t tile = tb; tile < te; ++tile) {
+    dequantizeTile<LB, Asym>(job, tile, wd);
+    int64_t row = 0;
+    auto run = [&]<int MR>() {
+      for (int col0 = 0; col0 < kTileCols; col0 += 4)
+        f32Microkernel<MR, 4>(job, wd, tile, row, col0);
+      row += MR;
+    };
+    for (; row + 4 <= job.m;)
+      run.template operator()<4>();
+    switch (job.m - row) {
+    case 3: run.template operator()<3>(); break;
+    case 2: run.template operator()<2>(); break;
+    case 1: run.template operator()<1>(); break;
+    default: break;
+    }
+  }
+}
+
+// Int8: rows in groups of 4 (4×2 outputs per microkernel call), the rest 1..3 at a time, one
+// row through int8Gemv. Tiles are taken in blocks of about 256 KiB of weights that stay in
+// L2 while every row group passes over them, so each row group's activations stay in L1.
+template <int LB, bool Asym> void int8Tiles(const Int4Job &job, int64_t tb, int64_t te) {
   const int64_t tileBytes = job.w.layout.recordBytes() * job.w.layout.supers();
   const int64_t block = std::max<int64_t>(1, (256 << 10) / tileBytes);
   for (int64_t t0 = tb; t0 < te; t0 += block) {
@@ -198,29 +253,35 @@ template <int LB, bool Asym, bool Int8> static void tiles(const Int4Job &job, in
     auto run = [&]<int MR, int NC>() {
       for (int64_t tile = t0; tile < t1; ++tile)
         for (int col0 = 0; col0 < kTileCols; col0 += NC)
-          if constexpr (Int8)
-            int8Kernel<LB, Asym, MR, NC>(job, tile, row, col0);
-          else
-            f32Kernel<LB, Asym, MR, NC>(job, tile, row, col0);
+          int8Kernel<LB, Asym, MR, NC>(job, tile, row, col0);
       row += MR;
     };
     for (; row + 4 <= job.m;)
-      run.template operator()<4, Int8 ? 2 : 4>();
+      run.template operator()<4, 2>();
     switch (job.m - row) {
-    case 3: run.template operator()<3, Int8 ? 2 : 4>(); break;
+    case 3: run.template operator()<3, 2>(); break;
     case 2: run.template operator()<2, 4>(); break;
     case 1:
-      if constexpr (Int8) {
-        for (int64_t tile = t0; tile < t1; ++tile)
-          int8Gemv<LB, Asym>(job, tile, row);
-      } else {
-        run.template operator()<1, 8>();
-      }
+      for (int64_t tile = t0; tile < t1; ++tile)
+        int8Gemv<LB, Asym>(job, tile, row);
       break;
     default: break;
     }
   }
 }
+
+struct Variant {
+  template <int LB, bool Asym, bool Int8>
+  static void tiles(const Int4Job &job, int64_t tb, int64_t te) {
+    if constexpr (Int8) {
+      int8Tiles<LB, Asym>(job, tb, te);
+    } else if (job.m == 1) {
+      for (int64_t tile = tb; tile < te; ++tile)
+        f32Gemv<LB, Asym>(job, tile, 0);
+    } else {
+      f32GemmTiles<LB, Asym>(job, tb, te);
+    }
+  }
 };
 
 } // namespace
