@@ -67,40 +67,22 @@ namespace detail {
 // ---------------------------------------------------------------- activations
 
 float quantizeInt8(const float *x, int n, int8_t *q) {
-  float amax = 0;
-  for (int i = 0; i < n; ++i)
-    amax = std::max(amax, std::fabs(x[i]));
+  float part[8] = {};
+  int i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j)
+      part[j] = std::max(part[j], std::fabs(x[i + j]));
+  for (; i < n; ++i)
+    part[0] = std::max(part[0], std::fabs(x[i]));
+  const float amax = *std::max_element(part, part + 8);
   const float inv = amax > 0 ? 127.f / amax : 0.f;
-  for (int i = 0; i < n; ++i)
-    q[i] = static_cast<int8_t>(std::nearbyint(x[i] * inv));
+  // Round to nearest even by adding and subtracting 1.5 * 2^23 (|x * inv| <= 127): the
+  // same integers as std::nearbyint, in a loop the compiler vectorizes.
+  constexpr float kRound = 12582912.f;
+  for (i = 0; i < n; ++i)
+    q[i] = static_cast<int8_t>((x[i] * inv + kRound) - kRound);
   return amax / 127.f;
 }
-
-namespace {
-
-// For one block size: where superblock element e goes in the Int8 step vectors
-// (64*step + byte) and in the F32 vectors (16*vector + lane), and its lane.
-struct LaneTables {
-  std::array<uint16_t, kInt4Super> int8Index, f32Index;
-  std::array<uint8_t, kInt4Super> lane;
-};
-const LaneTables &laneTables(int blockSize) {
-  static const auto tables = [] {
-    std::array<LaneTables, 5> t{};
-    for (int i = 0; i < 5; ++i)
-      for (int e = 0; e < kInt4Super; ++e) {
-        const LanePos pos = int4LanePosition(e, 16 << i);
-        const int chunk = pos.step / 2, nibble = pos.step % 2, byte = pos.byte % 4;
-        t[i].int8Index[e] = static_cast<uint16_t>(pos.step * 64 + pos.byte);
-        t[i].f32Index[e] = static_cast<uint16_t>((8 * chunk + 2 * byte + nibble) * 16 + pos.byte / 4);
-        t[i].lane[e] = static_cast<uint8_t>(pos.byte / 4);
-      }
-    return t;
-  }();
-  return tables[__builtin_ctz(static_cast<unsigned>(blockSize)) - 4];
-}
-
-} // namespace
 
 float *threadScratch(size_t floats) {
   thread_local AlignedBytes buffer;
@@ -112,22 +94,29 @@ float *threadScratch(size_t floats) {
   return reinterpret_cast<float *>(buffer.get());
 }
 
+// Element i of block g (L = bs/16 lanes per block) sits in step i / 4L at byte 4gL + i % 4L
+// (int4LanePosition), so each step takes one contiguous run of 4L elements of every block.
 void prepareInt4Activations(const float *a, int64_t m, int64_t lda, const Int4Layout &layout,
                             Compute compute, Int4Activations &out) {
   const int64_t supers = layout.supers(), k = layout.k;
-  const int bs = layout.blockSize, lanesPerBlock = bs / 16;
-  const LaneTables &tab = laneTables(bs);
+  const int bs = layout.blockSize, lanes = bs / 16, run = 4 * lanes;
   out.compute = compute, out.m = m, out.supers = supers;
   out.sum.assign(m * supers * 16, 0.f);
   if (compute == Compute::F32) {
     out.f.assign(m * supers * kInt4Super, 0.f);
     for (int64_t row = 0; row < m; ++row)
-      for (int64_t i = 0; i < k; ++i) {
-        const int64_t s = i / kInt4Super;
-        const int e = static_cast<int>(i % kInt4Super);
-        const float v = a[row * lda + i];
-        out.f[(row * supers + s) * kInt4Super + tab.f32Index[e]] = v;
-        out.sum[(row * supers + s) * 16 + tab.lane[e]] += v;
+      for (int64_t k0 = 0; k0 < k; k0 += bs) {
+        const int len = static_cast<int>(std::min<int64_t>(bs, k - k0));
+        const int64_t s = k0 / kInt4Super;
+        const int g = static_cast<int>(k0 % kInt4Super) / bs;
+        float *f = out.f.data() + (row * supers + s) * kInt4Super;
+        float *sum = out.sum.data() + (row * supers + s) * 16;
+        for (int i = 0; i < len; ++i) {
+          const int step = i / run, r = i % run, lane = g * lanes + r / 4;
+          const float v = a[row * lda + k0 + i];
+          f[(8 * (step / 2) + 2 * (r % 4) + step % 2) * 16 + lane] = v;
+          sum[lane] += v;
+        }
       }
     return;
   }
@@ -137,20 +126,23 @@ void prepareInt4Activations(const float *a, int64_t m, int64_t lda, const Int4La
   for (int64_t row = 0; row < m; ++row)
     for (int64_t k0 = 0; k0 < k; k0 += bs) {
       const int len = static_cast<int>(std::min<int64_t>(bs, k - k0));
+      std::fill_n(block + len, bs - len, 0);
       const float scale = quantizeInt8(a + row * lda + k0, len, block);
       const int64_t s = k0 / kInt4Super;
-      const int e0 = static_cast<int>(k0 % kInt4Super);
+      const int g = static_cast<int>(k0 % kInt4Super) / bs;
       int8_t *q = out.q.data() + (row * supers + s) * kInt4Super;
       float *sum = out.sum.data() + (row * supers + s) * 16;
-      for (int e = 0; e < len; ++e) {
-        q[tab.int8Index[e0 + e]] = block[e];
-        sum[tab.lane[e0 + e]] += block[e];
+      float *sc = out.scale.data() + (row * supers + s) * 16;
+      for (int step = 0; step < 4; ++step)
+        std::memcpy(q + 64 * step + 4 * g * lanes, block + step * run, run);
+      for (int l = 0; l < lanes; ++l) {
+        int32_t total = 0;
+        for (int step = 0; step < 4; ++step)
+          for (int i = 0; i < 4; ++i)
+            total += block[step * run + 4 * l + i];
+        sum[g * lanes + l] = static_cast<float>(total) * scale;
+        sc[g * lanes + l] = scale;
       }
-      const int g = e0 / bs;
-      std::fill_n(out.scale.data() + (row * supers + s) * 16 + g * lanesPerBlock, lanesPerBlock,
-                  scale);
-      for (int l = g * lanesPerBlock; l < (g + 1) * lanesPerBlock; ++l)
-        sum[l] *= scale;
     }
 }
 
