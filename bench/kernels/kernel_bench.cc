@@ -90,41 +90,49 @@ Options parse(int argc, char **argv) {
 
 // Streaming read bandwidth: every thread sums its contiguous share of a buffer of 64-bit
 // words (eight independent sums, so the loads, not the adds, set the pace), prefetching
-// 4 KiB ahead as the GEMV kernels do (without it one core reads markedly less). Best of 5.
+// 0, 4, 16 or 64 KiB ahead; the best of 3 runs at each distance (without prefetching one
+// core reads markedly less on some machines, and the GEMV kernels do prefetch).
 double readBandwidth(int64_t mib, int threads) {
   const size_t words = static_cast<size_t>(mib) << 17;
   std::vector<uint64_t> buf(words);
   for (size_t i = 0; i < words; ++i)
     buf[i] = i;
   double best = 0;
+  size_t bestAhead = 0;
   std::vector<uint64_t> sums(threads);
-  for (int rep = 0; rep < 5; ++rep) {
-    const auto t0 = Clock::now();
-    std::vector<std::thread> pool;
-    for (int t = 0; t < threads; ++t)
-      pool.emplace_back([&, t] {
-        const size_t b = words * t / threads, e = words * (t + 1) / threads;
-        uint64_t s[8] = {};
-        size_t i = b;
-        for (; i + 8 <= e; i += 8) {
-          __builtin_prefetch(&buf[i] + 512);
-          for (int j = 0; j < 8; ++j)
-            s[j] += buf[i + j];
-        }
-        for (; i < e; ++i)
-          s[0] += buf[i];
-        sums[t] = s[0] + s[1] + s[2] + s[3] + s[4] + s[5] + s[6] + s[7];
-      });
-    for (std::thread &t : pool)
-      t.join();
-    const double sec = std::chrono::duration<double>(Clock::now() - t0).count();
-    best = std::max(best, words * 8.0 / sec / 1e9);
-  }
+  for (size_t ahead : {0, 4096, 16384, 65536})
+    for (int rep = 0; rep < 3; ++rep) {
+      const auto t0 = Clock::now();
+      std::vector<std::thread> pool;
+      for (int t = 0; t < threads; ++t)
+        pool.emplace_back([&, t] {
+          const size_t b = words * t / threads, e = words * (t + 1) / threads;
+          uint64_t s[8] = {};
+          size_t i = b;
+          for (; i + 8 <= e; i += 8) {
+            if (ahead)
+              __builtin_prefetch(&buf[i] + ahead / 8);
+            for (int j = 0; j < 8; ++j)
+              s[j] += buf[i + j];
+          }
+          for (; i < e; ++i)
+            s[0] += buf[i];
+          sums[t] = s[0] + s[1] + s[2] + s[3] + s[4] + s[5] + s[6] + s[7];
+        });
+      for (std::thread &t : pool)
+        t.join();
+      const double gbps =
+          words * 8.0 / std::chrono::duration<double>(Clock::now() - t0).count() / 1e9;
+      if (gbps > best)
+        best = gbps, bestAhead = ahead;
+    }
   uint64_t total = 0;
   for (uint64_t s : sums)
     total += s;
-  std::printf("{\"bandwidth_gbps\": %.3f, \"mib\": %lld, \"threads\": %d, \"check\": %llu}\n", best,
-              static_cast<long long>(mib), threads, static_cast<unsigned long long>(total % 1000));
+  std::printf("{\"bandwidth_gbps\": %.3f, \"mib\": %lld, \"threads\": %d, \"prefetch_bytes\": %zu, "
+              "\"check\": %llu}\n",
+              best, static_cast<long long>(mib), threads, bestAhead,
+              static_cast<unsigned long long>(total % 1000));
   return best;
 }
 
