@@ -22,6 +22,13 @@ Status setTarget(Options &o, const std::string &v) {
   return Status::ok();
 }
 
+Status setEmit(Options &o, const std::string &v) {
+  if (v != "cpp" && v != "onnx")
+    return errorf("--emit={}: unknown output kind; accepted: onnx, cpp", v);
+  o.emit = v == "cpp" ? v : "";
+  return Status::ok();
+}
+
 Status setReport(Options &o, const std::string &v) {
   if (v != "text" && v != "json")
     return errorf("--report={}: unknown format; accepted: text, json", v);
@@ -89,6 +96,8 @@ const std::vector<Flag> &flags() {
       {"accuracy-level", "0|1|2|3|4", "MatMulNBits accuracy_level for --target=ort (default 4: int8 activations on CPU; 0: f32)",
        [](Options &o, const std::string &v) { return setCount(o.accuracyLevel, "accuracy-level", v, 0, 4); }},
       {"target", "ort|onnx", "what the ONNX writer targets (default ort)", setTarget},
+      {"emit", "onnx|cpp", "write -o as an ONNX model (default) or a C++ project directory (docs/codegen.md)",
+       setEmit},
       {"quiet", nullptr, "print nothing but errors to stderr: no progress bars or notes (-q)",
        [](Options &o, const std::string &) { o.verbosity = 0; return Status::ok(); }},
       {"verbose", nullptr, "also say on stderr what is loaded, run and written (-v)",

@@ -28,6 +28,7 @@ struct Options {
   int threads = 0;
   int64_t accuracyLevel = 4;
   std::string target = "ort";
+  std::string emit; ///< "" (ONNX) or "cpp" (--emit=cpp: -o names a directory)
 };
 
 /// Parses argv (without argv[0]). `-passes=` (LLVM's single dash) and `--passes=` are

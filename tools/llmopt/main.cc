@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include "backend/cpp/CppEmitter.h"
 #include "backend/onnx/OnnxExporter.h"
 #include "frontend/ModelLoader.h"
 #include "ir/Printer.h"
@@ -129,6 +130,8 @@ int run(const cli::Options &o) {
   const bool wantReport = !o.report.empty() || !o.reportJson.empty() || !o.reportPlot.empty();
   if (o.output.empty() && !o.printIr && !wantReport && !o.passes)
     throw errorf("nothing to do: give -o OUTPUT, --print-ir or --report (see --help)");
+  if (!o.emit.empty() && o.output.empty())
+    throw errorf("--emit={} needs -o DIR (the directory the project is written to)", o.emit);
   for (const std::string &name : o.printAfter)
     if (!reg.find(name))
       throw errorf("--print-after={}: unknown pass; accepted: {}", name, reg.namesList());
@@ -184,14 +187,23 @@ int run(const cli::Options &o) {
     model->setMetadata("llmopt.version", LLMOPT_VERSION);
     model->setMetadata("llmopt.pipeline", pipeline ? pipeline->pipelineText() : "");
     model->setMetadata("llmopt.input_hash", fileHash(o.input));
-    ExportOptions eo;
-    eo.externalData = o.externalData;
-    eo.target = o.target;
-    eo.accuracyLevel = o.accuracyLevel;
-    Status st = saveOnnx(*model, o.output, eo);
-    if (!st)
-      throw st;
-    note("wrote {} ({} bytes, {:.2f} s)", o.output, fs::file_size(o.output), secondsSince(t0));
+    if (o.emit == "cpp") {
+      codegen::CppEmitOptions co;
+      co.accuracyLevel = o.accuracyLevel;
+      Status st = codegen::emitCpp(*model, o.output, co);
+      if (!st)
+        throw withInput(st, o.input);
+      note("wrote the C++ project {} ({:.2f} s)", o.output, secondsSince(t0));
+    } else {
+      ExportOptions eo;
+      eo.externalData = o.externalData;
+      eo.target = o.target;
+      eo.accuracyLevel = o.accuracyLevel;
+      Status st = saveOnnx(*model, o.output, eo);
+      if (!st)
+        throw st;
+      note("wrote {} ({} bytes, {:.2f} s)", o.output, fs::file_size(o.output), secondsSince(t0));
+    }
   }
   if (o.printIr) {
     PrintOptions po;
@@ -218,7 +230,8 @@ int run(const cli::Options &o) {
     info.layers = collectLayers(*model, am.context().layerErrors);
     if (!o.output.empty()) {
       info.output = o.output;
-      info.outputBytes = static_cast<int64_t>(fs::file_size(o.output));
+      if (o.emit.empty())
+        info.outputBytes = static_cast<int64_t>(fs::file_size(o.output));
     }
     if (o.report == "json")
       std::cout << formatReportJson(*model, s, info);

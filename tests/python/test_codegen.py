@@ -1,0 +1,126 @@
+"""--emit=cpp: the bundled tiny Llama after fuse-llm + quant-int4 as a generated C++ project,
+built with the system compiler (one build for the whole module), against llmopt's interpreter.
+
+Tolerances (max |generated - interpreter| over all logits, logits are O(1)):
+- f32 compute (LLMOPT_ACCURACY_LEVEL=0) vs the interpreter on MatMulNBits accuracy_level 0:
+  1e-4 — only summation order differs (measured 5.7e-6);
+- int8 activations (the default, accuracy_level 4) vs the interpreter at accuracy_level 4:
+  1e-3 — both quantize activations per block the same way, but sums run in another order,
+  so a value at a rounding midpoint may round differently (measured 2.4e-6);
+- step-by-step decoding vs one full-sequence run of the generated code: 1e-4 (the same
+  kernels on one row or many).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+REPO = Path(__file__).resolve().parents[2]
+BUILD = Path(os.environ.get("LLMOPT_BUILD", REPO / "build"))
+LLMOPT = BUILD / "bin" / "llmopt"
+RUN = BUILD / "bin" / "llmopt-run"
+PIPELINE = "-passes=fuse-llm,quant-int4"
+IDS = [1, 17, 200, 3, 45, 99, 128, 7, 255, 0, 31]
+
+
+def llmopt(*args, check=True):
+    return subprocess.run([str(LLMOPT), *map(str, args), "--quiet"], check=check, capture_output=True, text=True)
+
+
+def reference(model: Path, ids: list[int], tmp: Path) -> np.ndarray:
+    """Logits from llmopt's interpreter (llmopt-run) for one row of ids."""
+    np.save(tmp / "ids.npy", np.array([ids], dtype=np.int64))
+    out = tmp / f"ref-{model.stem}"
+    subprocess.run([str(RUN), str(model), "--inputs", str(tmp / "ids.npy"), "--dump-outputs", str(out)],
+                   check=True, capture_output=True)
+    return numpy_helper.to_array(onnx.load_tensor(str(out / "output_0.pb")))[0]
+
+
+def generated(project: Path, weights: Path, ids: list[int], tmp: Path, *, mode="full", prefill=-1,
+              level: int | None = None) -> np.ndarray:
+    out = tmp / "gen.f32"
+    env = dict(os.environ)
+    if level is not None:
+        env["LLMOPT_ACCURACY_LEVEL"] = str(level)
+    subprocess.run([str(project / "build" / "llmopt_model_demo"), str(weights), "--ids", ",".join(map(str, ids)),
+                    "--mode", mode, "--prefill", str(prefill), "--out", str(out)], check=True, env=env)
+    return np.fromfile(out, dtype=np.float32).reshape(len(ids), -1)
+
+
+@pytest.fixture(scope="module")
+def project(llama, tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("codegen")
+    llmopt(llama, PIPELINE, "--emit=cpp", "-o", d / "proj")
+    subprocess.run(["cmake", "-S", d / "proj", "-B", d / "proj" / "build", "-DCMAKE_BUILD_TYPE=Release"],
+                   check=True, capture_output=True)
+    subprocess.run(["cmake", "--build", d / "proj" / "build", "-j2"], check=True, capture_output=True)
+    return d / "proj"
+
+
+def test_layout(project):
+    names = {p.name for p in project.iterdir()}
+    assert {"model.h", "model.cpp", "weights.bin", "CMakeLists.txt", "llmopt_runtime.cpp", "kernels"} <= names
+    assert (project / "weights.bin").stat().st_size % 64 == 0
+    cpp = (project / "model.cpp").read_text()
+    # q/k/v and gate/up each run as one GEMM; o_proj and down_proj add the residual in their epilogue.
+    assert cpp.count("int4 GEMM for 3 MatMuls") == 4 and cpp.count("int4 GEMM for 2 MatMuls") == 4
+    assert cpp.count("int4 GEMM + residual") == 8
+    assert cpp.count("llmopt_rt::gqa(") == 4 and "f32 GEMM" in cpp  # the tied LM head stays f32
+
+
+@pytest.mark.parametrize("level,tol", [(0, 1e-4), (4, 1e-3)])
+def test_matches_interpreter(project, llama, tmp_path, level, tol):
+    q4 = tmp_path / f"q4-{level}.onnx"
+    llmopt(llama, PIPELINE, f"--accuracy-level={level}", "-o", q4)
+    want = reference(q4, IDS, tmp_path)
+    got = generated(project, project / "weights.bin", IDS, tmp_path, level=level)
+    assert got.shape == want.shape
+    err = np.abs(got - want).max()
+    assert err <= tol, f"max |diff| {err} > {tol}"
+    assert (got.argmax(-1) == want.argmax(-1)).all()
+
+
+@pytest.mark.parametrize("prefill", [0, 4])
+def test_decode_matches_full_run(project, tmp_path, prefill):
+    full = generated(project, project / "weights.bin", IDS, tmp_path)
+    steps = generated(project, project / "weights.bin", IDS, tmp_path, mode="decode", prefill=prefill)
+    assert np.abs(steps - full).max() <= 1e-4
+
+
+def test_pruned_variant(project, llama, tmp_path):
+    """A pruned + int4 model has the same program (only weights.bin differs), so the build
+    above runs it; compared with the interpreter on the pruned model."""
+    pipeline = "-passes=prune-magnitude<sparsity=0.5>,fuse-llm,quant-int4"
+    llmopt(llama, pipeline, "--emit=cpp", "-o", tmp_path / "pruned")
+    assert (tmp_path / "pruned" / "model.cpp").read_text() == (project / "model.cpp").read_text()
+    q4 = tmp_path / "pruned.onnx"
+    llmopt(llama, pipeline, "--accuracy-level=0", "-o", q4)
+    want = reference(q4, IDS, tmp_path)
+    got = generated(project, tmp_path / "pruned" / "weights.bin", IDS, tmp_path, level=0)
+    assert np.abs(got - want).max() <= 1e-4
+    # The pruned weights were really used: the dense model's logits differ.
+    dense = generated(project, project / "weights.bin", IDS, tmp_path, level=0)
+    assert np.abs(dense - got).max() > 1e-2
+
+
+def test_unsupported_op_is_refused(llama, tmp_path):
+    out = tmp_path / "proj"
+    r = llmopt(llama, "-passes=quant-int4", "--emit=cpp", "-o", out, check=False)  # no fuse-llm
+    assert r.returncode == 1
+    assert "--emit=cpp: node '" in r.stderr and "not supported by the C++ emitter" in r.stderr
+    assert not out.exists() and not list(tmp_path.glob(".llmopt-emit-*"))
+
+
+def test_refuses_to_replace_other_directory(llama, tmp_path):
+    (tmp_path / "keep.txt").write_text("mine")
+    r = llmopt(llama, PIPELINE, "--emit=cpp", "-o", tmp_path, check=False)
+    assert r.returncode == 1 and "is not an emitted project" in r.stderr
+    assert (tmp_path / "keep.txt").read_text() == "mine"
