@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include <fmt/format.h>
+#include <sys/stat.h>
 
 #include "backend/cpp/EmbeddedFiles.h"
 #include "backend/cpp/Lowering.h"
@@ -154,6 +155,9 @@ Status emitCpp(const Model &model, const std::string &out, const CppEmitOptions 
   if (!::mkdtemp(tmpl.data()))
     return errorf("--emit=cpp: cannot create a temporary directory beside {}", target.string());
   const fs::path tmp = tmpl;
+  const mode_t mask = ::umask(0); // mkdtemp makes 0700; give the project the usual permissions
+  ::umask(mask);
+  fs::permissions(tmp, static_cast<fs::perms>(0777 & ~mask), ec);
   Status st = writeProject(low, opts, std::move(weights), tmp);
   if (st) {
     const fs::path old = tmp.string() + ".old";
