@@ -99,9 +99,10 @@ Expected<std::vector<int64_t>> matchColumns(const RowMatrixF &ws, const RowMatri
   return map;
 }
 
-/// The targets of the chosen blocks in topological order, each with its stage: 1 + the
+/// The targets (every linear layer when `chosen` is null, else the chosen weights) in
+/// topological order, each with its stage: 1 + the
 /// largest stage of a target its input depends on.
-Expected<std::vector<Target>> findTargets(Model &m, Model &teacher, const std::set<const Value *> &chosen) {
+Expected<std::vector<Target>> findTargets(Model &m, Model &teacher, const std::set<const Value *> *chosen) {
   LLMOPT_ASSIGN_OR_RETURN(std::vector<Node *> order, topologicalOrder(m.graph()));
   std::unordered_map<const Node *, int> level; // stages of targets the node's outputs depend on
   std::vector<Target> out;
@@ -112,7 +113,8 @@ Expected<std::vector<Target>> findTargets(Model &m, Model &teacher, const std::s
         lvl = std::max(lvl, level[v->producer()]);
     level[n] = lvl;
     Value *w = n->is(OpKind::MatMul) ? n->input(1) : nullptr;
-    if (!w || !chosen.count(w) || soleMatMul(w) != n || w->type().rank() != 2)
+    if (!w || !w->isConstant() || (chosen && !chosen->count(w)) || soleMatMul(w) != n ||
+        w->type().rank() != 2 || !isFloat(w->type().elem))
       continue;
     Target t;
     t.ws = w;
@@ -264,20 +266,20 @@ Expected<PreservedAnalyses> DistillReconstructPass::run(Model &m, AnalysisManage
   Expected<std::unique_ptr<Model>> teacher = loadModel(opts_.teacher);
   if (!teacher)
     return teacher.status().withContext(fmt::format("pass '{}': teacher", kPass));
-  LLMOPT_ASSIGN_OR_RETURN(distill::Blocks blocks, distill::findBlocks(m, kPass));
-  std::vector<int64_t> idx = opts_.layers;
-  if (opts_.allLayers)
-    for (int64_t i = 0; i < static_cast<int64_t>(blocks.layers.size()); ++i)
-      idx.push_back(i);
-  LLMOPT_RETURN_IF_ERROR(distill::checkIndices(idx, static_cast<int64_t>(blocks.layers.size()), kPass, "layers"));
   std::set<const Value *> chosen;
-  for (int64_t i : idx)
-    for (const structprune::ResidualBranch &b : blocks.layers[static_cast<size_t>(i)].branches)
-      chosen.insert(b.weights.begin(), b.weights.end());
-  LLMOPT_ASSIGN_OR_RETURN(std::vector<Target> targets, findTargets(m, **teacher, chosen));
+  if (!opts_.allLayers) {
+    LLMOPT_ASSIGN_OR_RETURN(distill::Blocks blocks, distill::findBlocks(m, kPass));
+    LLMOPT_RETURN_IF_ERROR(distill::checkIndices(opts_.layers, static_cast<int64_t>(blocks.layers.size()),
+                                                 kPass, "layers"));
+    for (int64_t i : opts_.layers)
+      for (const structprune::ResidualBranch &b : blocks.layers[static_cast<size_t>(i)].branches)
+        chosen.insert(b.weights.begin(), b.weights.end());
+  }
+  LLMOPT_ASSIGN_OR_RETURN(std::vector<Target> targets,
+                          findTargets(m, **teacher, opts_.allLayers ? nullptr : &chosen));
   if (targets.empty())
-    return errorf("pass '{}': no linear layer (MatMul with a constant 2-D weight) in blocks {}",
-                  kPass, distill::joinInts(idx));
+    return errorf("pass '{}': no linear layer (MatMul with a constant 2-D weight read by it alone) "
+                  "{}", kPass, opts_.allLayers ? "in the model" : "in blocks " + distill::joinInts(opts_.layers));
   const int stages = targets.back().stage + 1;
   Progress progress(kPass, stages, "stages");
   double before = 0, after = 0;

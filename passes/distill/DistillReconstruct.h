@@ -11,15 +11,15 @@ namespace llmopt {
 
 struct DistillReconstructOptions {
   std::string teacher;         ///< teacher=FILE: the uncompressed model (.onnx/.llir/.onnxtxt)
-  bool allLayers = true;       ///< layers=all
-  std::vector<int64_t> layers; ///< layers=0,3,5: blocks whose weights are refit
+  bool allLayers = true;       ///< layers=all: every linear layer of the model
+  std::vector<int64_t> layers; ///< layers=0,3,5: the linear layers of these blocks only
   double ridge = 0.01;         ///< l = ridge * mean(diag(Xs^T Xs))
   bool bias = true;            ///< bias correction (bias=false: off)
 };
 Expected<DistillReconstructOptions> parseDistillReconstructOptions(const PassOptionList &opts);
 
-/// For each linear layer in the chosen blocks (MatMul(X, W), W a constant [K, N] read by
-/// that MatMul only), in topological order, refits W so the student's layer reproduces the
+/// For each linear layer (MatMul(X, W), W a constant float [K, N] read by that MatMul
+/// only; with layers=0,3,5 those of these blocks), in topological order, refits W so the student's layer reproduces the
 /// teacher's on the --calib data:
 ///
 ///   W = argmin ||Xs W - Xt Wt||^2 + l ||W||^2   per output column, over its nonzeros

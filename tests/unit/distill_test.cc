@@ -14,6 +14,7 @@
 #include "frontend/OnnxImporter.h"
 #include "ir/QuantFormats.h"
 #include "passes/PassManager.h"
+#include "passes/calib/Calibration.h"
 #include "passes/distill/DistillCommon.h"
 #include "passes/distill/ReconstructSolve.h"
 #include "passes/distill/SoftLabels.h"
@@ -410,6 +411,85 @@ TEST(DistillReconstruct, TheTeacherItselfIsAFixedPoint) {
   Reconstructed r = reconstructAfter("dce", ";ridge=0");
   EXPECT_TRUE(test::sameOutputs(*r.teacher, *r.refit,
                                 test::makeInputs(r.refit->graph(), {{"batch", 2}, {"seq", 9}}, 11, 256), 1e-4, 1e-4));
+}
+
+/// Per bias Add(MatMul(x, W), b) node of `m` (by node name): its output's column means over
+/// the calibration windows `ctx` describes.
+std::map<std::string, std::vector<double>> biasedOutputMeans(const Model &m, const PassContext &ctx) {
+  std::map<const Value *, std::string> watch;
+  for (const auto &n : m.graph().nodes())
+    for (int i : {0, 1}) // Add(b, MatMul) as the exporter writes it, or Add(MatMul, b)
+      if (n->is(OpKind::Add) && n->input(1 - i)->producer() &&
+          n->input(1 - i)->producer()->is(OpKind::MatMul) && n->input(i)->isConstant() &&
+          n->input(i)->type().rank() == 1)
+        watch[n->output()] = n->name();
+  std::map<std::string, std::vector<double>> sums;
+  int64_t rows = 0;
+  auto windows = calib::loadWindows(ctx);
+  EXPECT_TRUE(windows);
+  for (const auto &ids : *windows) {
+    interp::RunOptions ro;
+    ro.onValue = [&](const Value &v, const Tensor &t) {
+      auto it = watch.find(&v);
+      if (it == watch.end())
+        return Status::ok();
+      std::vector<double> &s = sums[it->second];
+      const int64_t N = t.shape().back();
+      s.resize(static_cast<size_t>(N));
+      const std::vector<float> x = t.toFloats();
+      for (size_t i = 0; i < x.size(); ++i)
+        s[i % static_cast<size_t>(N)] += x[i];
+      return Status::ok();
+    };
+    auto inputs = calib::makeInputs(m.graph(), ids);
+    EXPECT_TRUE(inputs);
+    EXPECT_TRUE(interp::run(m.graph(), *inputs, ro));
+    rows += static_cast<int64_t>(ids.size());
+  }
+  for (auto &[name, s] : sums)
+    for (double &x : s)
+      x /= static_cast<double>(rows);
+  return sums;
+}
+
+TEST(DistillReconstruct, BiasCorrectionRestoresTheTeachersMeanOutputs) {
+  // Tiny BERT: every linear layer is Add(MatMul(x, W), b). After the fit, each one's mean
+  // output over the calibration rows equals the teacher's (b absorbs the mean residual).
+  auto load = [] {
+    auto m = importOnnxFile(modelPath("tiny-bert.onnx"));
+    EXPECT_TRUE(m) << m.status().message();
+    return m.take();
+  };
+  auto teacher = load(), pruned = load(), fixed = load(), nobias = load();
+  ASSERT_TRUE(runPipeline(*pruned, "prune-magnitude<sparsity=0.5>", 64));
+  const std::string rec = fmt::format("prune-magnitude<sparsity=0.5>,distill-reconstruct<teacher={}", modelPath("tiny-bert.onnx"));
+  auto rep = runPipeline(*fixed, rec + ">", 64);
+  ASSERT_TRUE(rep) << rep.status().message();
+  ASSERT_TRUE(runPipeline(*nobias, rec + ";bias=false>", 64));
+  PassContext ctx;
+  ctx.calibPath = idsFile(64 * 32, 7);
+  ctx.calibSamples = 64;
+  ctx.calibSeqLen = 32;
+  const auto want = biasedOutputMeans(*teacher, ctx), got = biasedOutputMeans(*fixed, ctx),
+             before = biasedOutputMeans(*pruned, ctx);
+  ASSERT_EQ(want.size(), 12u); // q, k, v, o, up, down in 2 layers
+  for (const auto &[name, w] : want) {
+    double err = 0, errBefore = 0, scale = 0;
+    for (size_t j = 0; j < w.size(); ++j) {
+      err = std::max(err, std::fabs(got.at(name)[j] - w[j]));
+      errBefore = std::max(errBefore, std::fabs(before.at(name)[j] - w[j]));
+      scale = std::max(scale, std::fabs(w[j]));
+    }
+    EXPECT_LT(err, 1e-4 + 1e-4 * scale) << name;
+    EXPECT_GT(errBefore, 10 * (1e-4 + 1e-4 * scale)) << name << ": the check could not fail";
+  }
+  int64_t biases = 0;
+  for (Value *c : pruned->graph().constants())
+    if (c->type().rank() == 1 && c->name().find("bias") != std::string::npos) {
+      EXPECT_TRUE(c->constant()->sameContents(*nobias->graph().findValue(c->name())->constant())) << c->name();
+      biases += !c->constant()->sameContents(*fixed->graph().findValue(c->name())->constant());
+    }
+  EXPECT_EQ(biases, 12);
 }
 
 TEST(DistillReconstruct, Refusals) {
