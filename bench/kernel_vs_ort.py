@@ -5,7 +5,8 @@
 For each K x N (4096x4096, 4096x11008, 11008x4096, 768x3072), int4 block 32 and 128
 (symmetric), M = 1, 32, 128 and two cases:
   - dram:  calls rotate through enough weight copies that the working set passes
-           --dram-mib (default 1200 MiB; L3 is far smaller), so weights come from DRAM;
+           --dram-mib (default 1200 MiB; L3 is far smaller), so weights come from DRAM
+           (M in --dram-ms, default 1 and 32: M=128 is compute-bound);
   - cache: one copy, called again and again (it stays in L3 where it fits).
 llmopt: `llmopt_kernel_bench` (int8 and f32 compute). ORT: one session per accuracy_level
 (0 and 4) whose graph holds as many MatMulNBits nodes as copies, all reading the same A,
@@ -83,9 +84,10 @@ def ort_times(k, n, bs, acc, copies, ms, min_time):
         t0 = time.perf_counter()
         sess.run_with_iobinding(bind)
         per_run = time.perf_counter() - t0
-        runs = max(3, math.ceil(min_time / 3 / per_run))
+        # Best of 5 timed batches of about min_time/5 each (at least one run).
+        runs = max(1, math.ceil(min_time / 5 / per_run))
         best = math.inf
-        for _ in range(3):
+        for _ in range(5):
             t0 = time.perf_counter()
             for _ in range(runs):
                 sess.run_with_iobinding(bind)
@@ -110,6 +112,8 @@ def main() -> int:
     ap.add_argument("--blocks", default="32,128")
     ap.add_argument("--ms", default="1,32,128")
     ap.add_argument("--cases", default="dram,cache")
+    ap.add_argument("--dram-ms", default="1,32",
+                    help="M values also timed in the dram case (M=128 is compute-bound: cache only)")
     ap.add_argument("--dram-mib", type=float, default=1200)
     ap.add_argument("--min-time", type=float, default=0.4)
     args = ap.parse_args()
@@ -121,6 +125,7 @@ def main() -> int:
     if args.quick:
         shapes, blocks, ms = SHAPES[:2], [32], [1, 128]
     cases = args.cases.split(",")
+    dram_ms = [int(m) for m in args.dram_ms.split(",")]
 
     load0 = os.getloadavg()[0]
     bw = json.loads(subprocess.run([str(binary), "--bandwidth-mib", "2048", "--threads", "2"], check=True,
@@ -128,11 +133,15 @@ def main() -> int:
     rows = []
     for k, n in shapes:
         for bs in blocks:
-            ours = llmopt_times(binary, k, n, bs, ms, cases, args.dram_mib, args.min_time)
+            ours = []
             for case in cases:
+                case_ms = [m for m in ms if case == "cache" or m in dram_ms]
+                if not case_ms:
+                    continue
+                ours += llmopt_times(binary, k, n, bs, case_ms, [case], args.dram_mib, args.min_time)
                 copies = 1 if case == "cache" else math.ceil(args.dram_mib * 2**20 / nbits_bytes(k, n, bs))
-                ort_us = {acc: ort_times(k, n, bs, acc, copies, ms, args.min_time) for acc in (0, 4)}
-                for m in ms:
+                ort_us = {acc: ort_times(k, n, bs, acc, copies, case_ms, args.min_time) for acc in (0, 4)}
+                for m in case_ms:
                     mine = {r["compute"]: r for r in ours if r["case"] == case and r["m"] == m}
                     rows.append(dict(k=k, n=n, bs=bs, m=m, case=case, copies=copies,
                                      int8=mine["int8"]["us"], f32=mine["f32"]["us"],

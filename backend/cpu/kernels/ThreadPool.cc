@@ -1,6 +1,7 @@
 // The kernels' thread pool: persistent workers that spin briefly between calls (a GEMV is
 // a few hundred microseconds, too short to pay for thread start-up or a futex wake each
 // time) and then sleep. Work is handed out in contiguous chunks from an atomic counter.
+// Calls from several threads at once each run with whoever is free (all chunks are shared).
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -17,11 +18,21 @@ namespace {
 
 using RangeFn = void (*)(const void *, int64_t, int64_t);
 
+// One call's work: chunks of [0, count) claimed from `next`; the call is over when `done`
+// reaches `chunks`. Shared-owned, so a worker that wakes after the call has returned
+// still reads live memory (and finds nothing left to claim).
+struct Work {
+  RangeFn fn;
+  const void *ctx;
+  int64_t count, chunk, chunks;
+  std::atomic<int64_t> next{0}, done{0};
+};
+
 class Pool {
 public:
   explicit Pool(int threads) : threads_(std::max(1, threads)) {
     for (int i = 1; i < threads_; ++i)
-      workers_.emplace_back([this, i] { workerLoop(i); });
+      workers_.emplace_back([this] { workerLoop(); });
   }
   ~Pool() {
     {
@@ -35,48 +46,54 @@ public:
   }
   int threads() const { return threads_; }
 
+  // The caller works too, and returns as soon as every chunk is done: it never waits for a
+  // worker the OS has not scheduled yet (a busy machine), only for chunks being computed.
   void run(int64_t count, RangeFn fn, const void *ctx) {
     const int parts = static_cast<int>(std::min<int64_t>(threads_, count));
     if (parts <= 1) {
       fn(ctx, 0, count);
       return;
     }
-    std::lock_guard<std::mutex> serial(runMu_);
-    fn_ = fn, ctx_ = ctx, count_ = count;
-    chunk_ = std::max<int64_t>(1, count / (parts * 8));
-    next_.store(0, std::memory_order_relaxed);
-    pending_.store(threads_ - 1, std::memory_order_relaxed);
+    auto work = std::make_shared<Work>();
+    work->fn = fn, work->ctx = ctx, work->count = count;
+    work->chunk = std::max<int64_t>(1, count / (parts * 8));
+    work->chunks = (count + work->chunk - 1) / work->chunk;
     {
       std::lock_guard<std::mutex> lock(mu_);
+      work_ = work;
       generation_.fetch_add(1, std::memory_order_release);
     }
     cv_.notify_all();
-    drain();
-    while (pending_.load(std::memory_order_acquire) != 0)
+    drain(*work);
+    while (work->done.load(std::memory_order_acquire) < work->chunks)
       std::this_thread::yield();
   }
 
 private:
-  void workerLoop(int index) {
+  void workerLoop() {
     uint64_t seen = 0;
     for (;;) {
-      uint64_t g = waitForWork(seen);
-      if (stop_)
-        return;
-      seen = g;
-      drain();
-      pending_.fetch_sub(1, std::memory_order_acq_rel);
+      seen = waitForWork(seen);
+      std::shared_ptr<Work> work;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (stop_)
+          return;
+        work = work_;
+      }
+      if (work)
+        drain(*work);
     }
   }
-  // Takes chunks of about 1/8 of a thread's share until none is left, so a thread the OS
-  // descheduled (a busy machine) does not hold the others up. Which thread computes a
-  // column never changes its result.
-  void drain() {
+  // Claims chunks of about 1/8 of a thread's share until none is left. Which thread computes
+  // a column never changes its result.
+  static void drain(Work &w) {
     for (;;) {
-      const int64_t begin = next_.fetch_add(chunk_, std::memory_order_relaxed);
-      if (begin >= count_)
+      const int64_t begin = w.next.fetch_add(w.chunk, std::memory_order_relaxed);
+      if (begin >= w.count)
         return;
-      fn_(ctx_, begin, std::min(count_, begin + chunk_));
+      w.fn(w.ctx, begin, std::min(w.count, begin + w.chunk));
+      w.done.fetch_add(1, std::memory_order_release);
     }
   }
   // Spins up to ~200 us for the next call, then sleeps on the condition variable.
@@ -96,15 +113,11 @@ private:
 
   const int threads_;
   std::vector<std::thread> workers_;
-  std::mutex mu_, runMu_;
+  std::mutex mu_;
   std::condition_variable cv_;
   std::atomic<uint64_t> generation_{0};
-  std::atomic<int> pending_{0};
-  std::atomic<bool> stop_{false};
-  RangeFn fn_ = nullptr;
-  const void *ctx_ = nullptr;
-  int64_t count_ = 0, chunk_ = 1;
-  std::atomic<int64_t> next_{0};
+  std::shared_ptr<Work> work_; // guarded by mu_
+  bool stop_ = false;          // guarded by mu_
 };
 
 std::mutex poolMu;

@@ -52,6 +52,13 @@ inline void prefetchRecord(const uint8_t *rec, size_t bytes) {
 }
 constexpr int kPrefetchRecords = 8;
 
+// The low nibble of each 32-bit lane as a float: vpermps reads only the index's low 4 bits,
+// so one permute of the table 0..15 replaces mask + convert.
+inline __m512 nibbleToFloat(__m512i x) {
+  const __m512 table = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  return _mm512_permutexvar_ps(x, table);
+}
+
 template <int LB, bool Asym> struct Column {
   __m512 scale, zp;
   Column(const uint8_t *rec, int col) {
@@ -146,7 +153,6 @@ template <int LB, bool Asym> void int8Gemv(const Int4Job &job, int64_t tile, int
 template <int LB, bool Asym> void f32Gemv(const Int4Job &job, int64_t tile, int64_t row) {
   const Int4Activations &act = *job.act;
   const size_t recBytes = job.w.layout.recordBytes();
-  const __m512i low = _mm512_set1_epi32(0xF);
   __m512 tot[1][kTileCols] = {};
   const uint8_t *rec = job.w.record(tile, 0);
   for (int64_t s = 0; s < act.supers; ++s, rec += recBytes) {
@@ -160,8 +166,8 @@ template <int LB, bool Asym> void f32Gemv(const Int4Job &job, int64_t tile, int6
         const __m512i x = _mm512_loadu_si512(q + 64 * chunk);
 #pragma GCC unroll 8
         for (int v = 0; v < 8; ++v) {
-          const __m512i n = _mm512_and_si512(_mm512_srli_epi32(x, 8 * (v / 2) + 4 * (v % 2)), low);
-          acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(n), _mm512_loadu_ps(a + (8 * chunk + v) * 16), acc);
+          const __m512 q = nibbleToFloat(_mm512_srli_epi32(x, 8 * (v / 2) + 4 * (v % 2)));
+          acc = _mm512_fmadd_ps(q, _mm512_loadu_ps(a + (8 * chunk + v) * 16), acc);
         }
       }
       const Column<LB, Asym> col(rec, cc);
@@ -178,7 +184,6 @@ template <int LB, bool Asym> void f32Gemv(const Int4Job &job, int64_t tile, int6
 template <int LB, bool Asym> void dequantizeTile(const Int4Job &job, int64_t tile, float *out) {
   const int64_t supers = job.act->supers;
   const size_t recBytes = job.w.layout.recordBytes();
-  const __m512i low = _mm512_set1_epi32(0xF);
   const uint8_t *rec = job.w.record(tile, 0);
   for (int64_t s = 0; s < supers; ++s, rec += recBytes)
     for (int cc = 0; cc < kTileCols; ++cc) {
@@ -189,9 +194,8 @@ template <int LB, bool Asym> void dequantizeTile(const Int4Job &job, int64_t til
         const __m512i x = _mm512_loadu_si512(rec + cc * (kInt4Super / 2) + 64 * chunk);
 #pragma GCC unroll 8
         for (int v = 0; v < 8; ++v) {
-          const __m512i n = _mm512_and_si512(_mm512_srli_epi32(x, 8 * (v / 2) + 4 * (v % 2)), low);
-          _mm512_storeu_ps(dst + (8 * chunk + v) * 16,
-                           _mm512_fmsub_ps(_mm512_cvtepi32_ps(n), col.scale, zpScale));
+          const __m512 q = nibbleToFloat(_mm512_srli_epi32(x, 8 * (v / 2) + 4 * (v % 2)));
+          _mm512_storeu_ps(dst + (8 * chunk + v) * 16, _mm512_fmsub_ps(q, col.scale, zpScale));
         }
       }
     }
