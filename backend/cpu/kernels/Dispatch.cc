@@ -101,16 +101,15 @@ void prepareInt4Activations(const float *a, int64_t m, int64_t lda, const Int4La
   const int64_t supers = layout.supers(), k = layout.k;
   const int bs = layout.blockSize, lanes = bs / 16, run = 4 * lanes;
   out.compute = compute, out.m = m, out.supers = supers;
-  out.sum.assign(m * supers * 16, 0.f);
   if (compute == Compute::F32) {
-    out.f.assign(m * supers * kInt4Super, 0.f);
+    out.unit = Int4Activations::kF32Unit;
+    out.data.assign(m * supers * out.unit, 0.f);
     for (int64_t row = 0; row < m; ++row)
       for (int64_t k0 = 0; k0 < k; k0 += bs) {
         const int len = static_cast<int>(std::min<int64_t>(bs, k - k0));
         const int64_t s = k0 / kInt4Super;
         const int g = static_cast<int>(k0 % kInt4Super) / bs;
-        float *f = out.f.data() + (row * supers + s) * kInt4Super;
-        float *sum = out.sum.data() + (row * supers + s) * 16;
+        float *f = out.at(row, s), *sum = f + 256;
         for (int i = 0; i < len; ++i) {
           const int step = i / run, r = i % run, lane = g * lanes + r / 4;
           const float v = a[row * lda + k0 + i];
@@ -120,8 +119,8 @@ void prepareInt4Activations(const float *a, int64_t m, int64_t lda, const Int4La
       }
     return;
   }
-  out.q.assign(m * supers * kInt4Super, 0);
-  out.scale.assign(m * supers * 16, 0.f);
+  out.unit = Int4Activations::kInt8Unit;
+  out.data.assign(m * supers * out.unit, 0.f);
   int8_t block[256];
   for (int64_t row = 0; row < m; ++row)
     for (int64_t k0 = 0; k0 < k; k0 += bs) {
@@ -130,9 +129,8 @@ void prepareInt4Activations(const float *a, int64_t m, int64_t lda, const Int4La
       const float scale = quantizeInt8(a + row * lda + k0, len, block);
       const int64_t s = k0 / kInt4Super;
       const int g = static_cast<int>(k0 % kInt4Super) / bs;
-      int8_t *q = out.q.data() + (row * supers + s) * kInt4Super;
-      float *sum = out.sum.data() + (row * supers + s) * 16;
-      float *sc = out.scale.data() + (row * supers + s) * 16;
+      float *unit = out.at(row, s), *sc = unit + 64, *sum = unit + 80;
+      int8_t *q = reinterpret_cast<int8_t *>(unit);
       for (int step = 0; step < 4; ++step)
         std::memcpy(q + 64 * step + 4 * g * lanes, block + step * run, run);
       for (int l = 0; l < lanes; ++l) {

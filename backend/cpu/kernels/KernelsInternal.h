@@ -9,25 +9,34 @@
 namespace llmopt::cpu::detail {
 
 /// A[M,K] rearranged once per call into the int4 format's lane order (see
-/// `int4LanePosition`), per row and superblock:
-///  - Int8: `q` 256 int8 values (four 64-byte step vectors), `scale` 16 floats (lane l holds
-///    its block's activation scale), `sum` 16 floats (lane l: the sum of the 16 int8 values
-///    that feed lane l times that scale, for the zero-point term).
-///  - F32: `f` 256 floats as 16 vectors of 16 lanes, vector v = 8*chunk + 2*byte + nibble
-///    (the order in which SIMD code shifts nibbles out of 32-bit words), `sum` 16 floats
-///    (lane sums of those activations).
+/// `int4LanePosition`). One contiguous unit per row and superblock, so a kernel keeps one
+/// pointer per row:
+///  - Int8 (384 bytes): 256 int8 values (four 64-byte step vectors), 16 floats `scale`
+///    (lane l holds its block's activation scale), 16 floats `sum` (lane l: the sum of the
+///    16 int8 values that feed lane l times that scale, for the zero-point term).
+///  - F32 (1088 bytes): 256 floats as 16 vectors of 16 lanes, vector v = 8*chunk + 2*byte +
+///    nibble (the order in which SIMD code shifts nibbles out of 32-bit words), then 16
+///    floats `sum` (lane sums of those activations).
 struct Int4Activations {
+  static constexpr int64_t kInt8Unit = 96, kF32Unit = 272; ///< floats per unit
   Compute compute = Compute::F32;
-  int64_t m = 0, supers = 0;
-  std::vector<int8_t> q;
-  std::vector<float> f, scale, sum;
-  LLMOPT_KERNEL_INLINE const int8_t *qAt(int64_t row, int64_t s) const { return q.data() + (row * supers + s) * 256; }
-  LLMOPT_KERNEL_INLINE const float *fAt(int64_t row, int64_t s) const { return f.data() + (row * supers + s) * 256; }
+  int64_t m = 0, supers = 0, unit = kInt8Unit;
+  std::vector<float> data;
+  LLMOPT_KERNEL_INLINE float *at(int64_t row, int64_t s) {
+    return data.data() + (row * supers + s) * unit;
+  }
+  LLMOPT_KERNEL_INLINE const float *at(int64_t row, int64_t s) const {
+    return data.data() + (row * supers + s) * unit;
+  }
+  LLMOPT_KERNEL_INLINE const int8_t *qAt(int64_t row, int64_t s) const {
+    return reinterpret_cast<const int8_t *>(at(row, s));
+  }
+  LLMOPT_KERNEL_INLINE const float *fAt(int64_t row, int64_t s) const { return at(row, s); }
   LLMOPT_KERNEL_INLINE const float *scaleAt(int64_t row, int64_t s) const {
-    return scale.data() + (row * supers + s) * 16;
+    return at(row, s) + 64;
   }
   LLMOPT_KERNEL_INLINE const float *sumAt(int64_t row, int64_t s) const {
-    return sum.data() + (row * supers + s) * 16;
+    return at(row, s) + (unit == kInt8Unit ? 80 : 256);
   }
 };
 

@@ -203,22 +203,22 @@ template <int LB, bool Asym> void dequantizeTile(const Int4Job &job, int64_t til
 
 template <int MR, int NC>
 void f32Microkernel(const Int4Job &job, const float *wd, int64_t tile, int64_t row0, int col0) {
-  const int64_t supers = job.act->supers, vectors = supers * 16;
+  const int64_t supers = job.act->supers;
   __m512 acc[MR][NC] = {};
-  const float *a[MR];
-  for (int r = 0; r < MR; ++r)
-    a[r] = job.act->fAt(row0 + r, 0);
-  for (int64_t v = 0; v < vectors; ++v) {
-    __m512 w[NC];
-#pragma GCC unroll 4
-    for (int cc = 0; cc < NC; ++cc)
-      w[cc] = _mm512_loadu_ps(wd + (col0 + cc) * supers * kInt4Super + v * 16);
-#pragma GCC unroll 4
-    for (int r = 0; r < MR; ++r) {
-      const __m512 x = _mm512_loadu_ps(a[r] + v * 16);
+  for (int64_t s = 0; s < supers; ++s) {
+    const float *w = wd + s * kInt4Super;
+    for (int v = 0; v < 16; ++v) {
+      __m512 wv[NC];
 #pragma GCC unroll 4
       for (int cc = 0; cc < NC; ++cc)
-        acc[r][cc] = _mm512_fmadd_ps(w[cc], x, acc[r][cc]);
+        wv[cc] = _mm512_loadu_ps(w + (col0 + cc) * supers * kInt4Super + v * 16);
+#pragma GCC unroll 4
+      for (int r = 0; r < MR; ++r) {
+        const __m512 x = _mm512_loadu_ps(job.act->fAt(row0 + r, s) + v * 16);
+#pragma GCC unroll 4
+        for (int cc = 0; cc < NC; ++cc)
+          acc[r][cc] = _mm512_fmadd_ps(wv[cc], x, acc[r][cc]);
+      }
     }
   }
   storeTile<MR, NC>(job, tile, row0, col0, acc);
