@@ -101,6 +101,8 @@ void prepareInt4Activations(const float *a, int64_t m, int64_t lda, const Int4La
   const int64_t supers = layout.supers(), k = layout.k;
   const int bs = layout.blockSize, lanes = bs / 16, run = 4 * lanes;
   out.compute = compute, out.m = m, out.supers = supers;
+  // Symmetric layouts have zero point 8 everywhere: the kernels read the sums as zp * sum.
+  const float zpFactor = layout.asym ? 1.f : 8.f;
   if (compute == Compute::F32) {
     out.unit = Int4Activations::kF32Unit;
     out.data.assign(m * supers * out.unit, 0.f);
@@ -114,7 +116,7 @@ void prepareInt4Activations(const float *a, int64_t m, int64_t lda, const Int4La
           const int step = i / run, r = i % run, lane = g * lanes + r / 4;
           const float v = a[row * lda + k0 + i];
           f[(8 * (step / 2) + 2 * (r % 4) + step % 2) * 16 + lane] = v;
-          sum[lane] += v;
+          sum[lane] += zpFactor * v;
         }
       }
     return;
@@ -138,7 +140,7 @@ void prepareInt4Activations(const float *a, int64_t m, int64_t lda, const Int4La
         for (int step = 0; step < 4; ++step)
           for (int i = 0; i < 4; ++i)
             total += block[step * run + 4 * l + i];
-        sum[g * lanes + l] = static_cast<float>(total) * scale;
+        sum[g * lanes + l] = static_cast<float>(total) * scale * zpFactor;
         sc[g * lanes + l] = scale;
       }
     }

@@ -14,9 +14,10 @@ namespace llmopt::cpu::detail {
 ///  - Int8 (384 bytes): 256 int8 values (four 64-byte step vectors), 16 floats `scale`
 ///    (lane l holds its block's activation scale), 16 floats `sum` (lane l: the sum of the
 ///    16 int8 values that feed lane l times that scale, for the zero-point term).
+///    For a symmetric layout (zero point 8 everywhere) the sums are stored times 8.
 ///  - F32 (1088 bytes): 256 floats as 16 vectors of 16 lanes, vector v = 8*chunk + 2*byte +
 ///    nibble (the order in which SIMD code shifts nibbles out of 32-bit words), then 16
-///    floats `sum` (lane sums of those activations).
+///    floats `sum` (lane sums of those activations; times 8 for a symmetric layout).
 struct Int4Activations {
   static constexpr int64_t kInt8Unit = 96, kF32Unit = 272; ///< floats per unit
   Compute compute = Compute::F32;

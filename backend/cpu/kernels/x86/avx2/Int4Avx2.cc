@@ -63,8 +63,15 @@ template <int LB, bool Asym> struct Column {
     const uint8_t *z = rec + kScaleOffset + kTileCols * G * sizeof(float) + col * G;
     for (int h = 0; h < 2; ++h) {
       scale[h] = expandScales<LB>(s, h);
-      zp[h] = Asym ? expandZeroPoints<LB>(z, h) : _mm256_set1_ps(8.f);
+      if constexpr (Asym)
+        zp[h] = expandZeroPoints<LB>(z, h);
     }
+  }
+  // zp * lane_sum(a): the prepared sums of a symmetric layout already carry the factor 8.
+  __m256 zeroPointTerm(int h, __m256 laneSum) const {
+    if constexpr (Asym)
+      return _mm256_mul_ps(zp[h], laneSum);
+    return laneSum;
   }
 };
 
@@ -99,8 +106,7 @@ void int8Kernel(const Int4Job &job, int64_t tile, int64_t row0, int col0) {
             p16 = _mm256_add_epi16(p16, _mm256_maddubs_epi16(v[j], _mm256_loadu_si256(
                                                   reinterpret_cast<const __m256i *>(a + 64 * j))));
           const __m256 d = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones));
-          const __m256 zpSum =
-              _mm256_mul_ps(col.zp[h], _mm256_loadu_ps(act.sumAt(row0 + r, s) + 8 * h));
+          const __m256 zpSum = col.zeroPointTerm(h, _mm256_loadu_ps(act.sumAt(row0 + r, s) + 8 * h));
           const __m256 t =
               _mm256_fmsub_ps(d, _mm256_loadu_ps(act.scaleAt(row0 + r, s) + 8 * h), zpSum);
           tot[r][cc] = _mm256_fmadd_ps(t, col.scale[h], tot[r][cc]);
@@ -146,8 +152,8 @@ void f32Kernel(const Int4Job &job, int64_t tile, int64_t row0, int col0) {
         }
 #pragma GCC unroll 4
         for (int r = 0; r < MR; ++r) {
-          const __m256 t = _mm256_fnmadd_ps(
-              col.zp[h], _mm256_loadu_ps(act.sumAt(row0 + r, s) + 8 * h), acc[r]);
+          const __m256 t = _mm256_sub_ps(
+              acc[r], col.zeroPointTerm(h, _mm256_loadu_ps(act.sumAt(row0 + r, s) + 8 * h)));
           tot[r][cc] = _mm256_fmadd_ps(t, col.scale[h], tot[r][cc]);
         }
       }

@@ -69,6 +69,12 @@ template <int LB, bool Asym> struct Column {
     else
       zp = _mm512_set1_ps(8.f);
   }
+  // zp * lane_sum(a): the prepared sums of a symmetric layout already carry the factor 8.
+  __m512 zeroPointTerm(__m512 laneSum) const {
+    if constexpr (Asym)
+      return _mm512_mul_ps(zp, laneSum);
+    return laneSum;
+  }
 };
 
 // Int8 activations: per superblock, step j's nibbles of NC columns are unpacked once and
@@ -106,7 +112,7 @@ void int8Kernel(const Int4Job &job, int64_t tile, int64_t row0, int col0) {
       const Column<LB, Asym> col(rec, col0 + cc);
 #pragma GCC unroll 4
       for (int r = 0; r < MR; ++r) {
-        const __m512 zpSum = _mm512_mul_ps(col.zp, _mm512_loadu_ps(act.sumAt(row0 + r, s)));
+        const __m512 zpSum = col.zeroPointTerm(_mm512_loadu_ps(act.sumAt(row0 + r, s)));
         const __m512 t = _mm512_fmsub_ps(_mm512_cvtepi32_ps(d[r][cc]),
                                          _mm512_loadu_ps(act.scaleAt(row0 + r, s)), zpSum);
         tot[r][cc] = _mm512_fmadd_ps(t, col.scale, tot[r][cc]);
@@ -140,7 +146,7 @@ template <int LB, bool Asym> void int8Gemv(const Int4Job &job, int64_t tile, int
       d = _mm512_dpbusd_epi32(d, _mm512_and_si512(c1, low), a2);
       d = _mm512_dpbusd_epi32(d, _mm512_and_si512(_mm512_srli_epi16(c1, 4), low), a3);
       const Column<LB, Asym> col(rec, cc);
-      const __m512 t = _mm512_fmsub_ps(_mm512_cvtepi32_ps(d), scale, _mm512_mul_ps(col.zp, sum));
+      const __m512 t = _mm512_fmsub_ps(_mm512_cvtepi32_ps(d), scale, col.zeroPointTerm(sum));
       tot[0][cc] = _mm512_fmadd_ps(t, col.scale, tot[0][cc]);
     }
   }
@@ -171,7 +177,7 @@ template <int LB, bool Asym> void f32Gemv(const Int4Job &job, int64_t tile, int6
         }
       }
       const Column<LB, Asym> col(rec, cc);
-      const __m512 t = _mm512_fnmadd_ps(col.zp, _mm512_loadu_ps(act.sumAt(row, s)), acc);
+      const __m512 t = _mm512_sub_ps(acc, col.zeroPointTerm(_mm512_loadu_ps(act.sumAt(row, s))));
       tot[0][cc] = _mm512_fmadd_ps(t, col.scale, tot[0][cc]);
     }
   }
