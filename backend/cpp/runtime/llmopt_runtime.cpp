@@ -160,7 +160,7 @@ void gqa(const Ctx &c, int layer, int64_t heads, int64_t kvHeads, int64_t headDi
       std::memcpy(vc + (h * c.maxTokens + c.past + i) * headDim, v + i * ldv + h * headDim, rowBytes);
     }
   const int64_t group = heads / kvHeads;
-  parallel(heads * c.n, [&](int64_t b, int64_t e) {
+  auto attend = [&](int64_t b, int64_t e) {
     std::vector<float> p(static_cast<size_t>(c.past + c.n));
     for (int64_t t = b; t < e; ++t) {
       const int64_t h = t / c.n, i = t % c.n, kvh = h / group, len = c.past + i + 1;
@@ -183,7 +183,12 @@ void gqa(const Ctx &c, int layer, int64_t heads, int64_t kvHeads, int64_t headDi
           o[d] += w * vs[d];
       }
     }
-  });
+  };
+  // A decode step's attention is a few hundred kFLOP: a thread hand-off costs more.
+  if (heads * c.n * (c.past + c.n) * headDim < (int64_t{1} << 20))
+    attend(0, heads * c.n);
+  else
+    parallel(heads * c.n, attend);
 }
 
 } // namespace llmopt_rt
