@@ -209,7 +209,7 @@ Expected<distill::FitResult> refit(const Target &t, const distill::NormalEquatio
   for (int64_t j = 0; j < ws.cols(); ++j)
     wt.col(j) = wtFull.col(map[static_cast<size_t>(j)]);
   const bool quantized = t.ws->type().quant.has_value();
-  distill::FitResult fit = distill::ridgeFit(ne, wt, ws, o.ridge, quantized);
+  distill::FitResult fit = distill::ridgeFit(ne, wt, ws, o.ridge, quantized || o.dense);
   Tensor nw = Tensor::fromBytes(DType::F32, {ws.rows(), ws.cols()}, ws.data(),
                                 static_cast<size_t>(ws.size()) * sizeof(float));
   if (quantized) {
@@ -252,6 +252,7 @@ Expected<DistillReconstructOptions> parseDistillReconstructOptions(const PassOpt
   }
   LLMOPT_ASSIGN_OR_RETURN(o.ridge, r.getDouble("ridge", 0.01, 0.0, 1e6));
   LLMOPT_ASSIGN_OR_RETURN(o.bias, r.getFlag("bias", true));
+  LLMOPT_ASSIGN_OR_RETURN(o.dense, r.getFlag("dense", false));
   LLMOPT_RETURN_IF_ERROR(r.finish());
   if (o.teacher.empty())
     return errorf("pass '{}': option 'teacher' is required: the uncompressed model to fit to "

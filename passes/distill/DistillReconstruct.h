@@ -15,6 +15,7 @@ struct DistillReconstructOptions {
   std::vector<int64_t> layers; ///< layers=0,3,5: the linear layers of these blocks only
   double ridge = 0.01;         ///< l = ridge * mean(diag(Xs^T Xs))
   bool bias = true;            ///< bias correction (bias=false: off)
+  bool dense = false;          ///< dense: refit zero entries too (no pruning mask to keep)
 };
 Expected<DistillReconstructOptions> parseDistillReconstructOptions(const PassOptionList &opts);
 

@@ -383,6 +383,18 @@ TEST(DistillReconstruct, MagnitudePrunedModelMovesTowardsTheTeacher) {
   EXPECT_LT(after, 0.7 * before) << "before " << before << " after " << after;
 }
 
+TEST(DistillReconstruct, DenseRefitsTheZerosToo) {
+  Reconstructed r = reconstructAfter("prune-magnitude<sparsity=0.5>", ";dense");
+  const Value *before = r.compressed->graph().findValue("model.layers.1.mlp.down_proj.weight");
+  const std::vector<float> a = before->constant()->toFloats(),
+                           b = r.refit->graph().findValue(before->name())->constant()->toFloats();
+  int64_t revived = 0;
+  for (size_t i = 0; i < a.size(); ++i)
+    revived += a[i] == 0.f && b[i] != 0.f;
+  EXPECT_GT(revived, static_cast<int64_t>(a.size()) / 4); // about half were zero; most come back
+  EXPECT_LT(logitsDistance(*r.refit, *r.teacher), logitsDistance(*r.compressed, *r.teacher));
+}
+
 TEST(DistillReconstruct, StructuredPrunedColumnsAreMatched) {
   Reconstructed r = reconstructAfter("prune-struct<ratio=0.25;unit=channel>");
   const double before = logitsDistance(*r.compressed, *r.teacher), after = logitsDistance(*r.refit, *r.teacher);
