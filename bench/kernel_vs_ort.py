@@ -11,7 +11,8 @@ For each K x N (4096x4096, 4096x11008, 11008x4096, 768x3072), int4 block 32 and 
 llmopt: `llmopt_kernel_bench` (int8 and f32 compute). ORT: one session per accuracy_level
 (0 and 4) whose graph holds as many MatMulNBits nodes as copies, all reading the same A,
 outputs bound once with IOBinding; time per node = time per run / nodes. Both use 2
-threads. The machine's read bandwidth (2 GiB streamed by 2 threads) is measured first.
+threads (--threads). The machine's read bandwidth (2 GiB streamed by as many threads) is
+measured first.
 Ratios are ORT's best setting over llmopt's best (x > 1: llmopt is faster). Prints the load
 average before and after: numbers taken under load are marked as such.
 """
@@ -64,9 +65,9 @@ def ort_model(k: int, n: int, bs: int, acc: int, copies: int):
     return m
 
 
-def ort_times(k, n, bs, acc, copies, ms, min_time):
+def ort_times(k, n, bs, acc, copies, ms, min_time, threads):
     so = ort.SessionOptions()
-    so.intra_op_num_threads = 2
+    so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.log_severity_level = 3
@@ -97,10 +98,10 @@ def ort_times(k, n, bs, acc, copies, ms, min_time):
     return out
 
 
-def llmopt_times(binary, k, n, bs, ms, cases, dram_mib, min_time):
+def llmopt_times(binary, k, n, bs, ms, cases, dram_mib, min_time, threads):
     cmd = [str(binary), "--k", str(k), "--n", str(n), "--block", str(bs), "--ms",
            ",".join(map(str, ms)), "--computes", "int8,f32", "--cases", ",".join(cases),
-           "--dram-mib", str(dram_mib), "--min-time", str(min_time), "--threads", "2"]
+           "--dram-mib", str(dram_mib), "--min-time", str(min_time), "--threads", str(threads)]
     res = subprocess.run(cmd, check=True, capture_output=True, text=True)
     return [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
 
@@ -109,6 +110,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", default=str(ROOT / "build"), help="build dir with bin/llmopt_kernel_bench")
     ap.add_argument("--quick", action="store_true", help="block 32, M 1 and 128, 4096x4096 and 4096x11008")
+    ap.add_argument("--shapes", default=",".join(f"{k}x{n}" for k, n in SHAPES), help="KxN list")
     ap.add_argument("--blocks", default="32,128")
     ap.add_argument("--ms", default="1,32,128")
     ap.add_argument("--cases", default="dram,cache")
@@ -116,11 +118,13 @@ def main() -> int:
                     help="M values also timed in the dram case (M=128 is compute-bound: cache only)")
     ap.add_argument("--dram-mib", type=float, default=1200)
     ap.add_argument("--min-time", type=float, default=0.4)
+    ap.add_argument("--threads", type=int, default=2, help="llmopt threads and ORT intra-op threads")
     args = ap.parse_args()
     binary = Path(args.build) / "bin" / "llmopt_kernel_bench"
     if not binary.exists():
         sys.exit(f"kernel_vs_ort: {binary} not found (cmake --build {args.build} --target llmopt_kernel_bench)")
-    shapes, blocks = SHAPES, [int(b) for b in args.blocks.split(",")]
+    shapes = [tuple(int(x) for x in sh.split("x")) for sh in args.shapes.split(",")]
+    blocks = [int(b) for b in args.blocks.split(",")]
     ms = [int(m) for m in args.ms.split(",")]
     if args.quick:
         shapes, blocks, ms = SHAPES[:2], [32], [1, 128]
@@ -128,7 +132,7 @@ def main() -> int:
     dram_ms = [int(m) for m in args.dram_ms.split(",")]
 
     load0 = os.getloadavg()[0]
-    bw = json.loads(subprocess.run([str(binary), "--bandwidth-mib", "2048", "--threads", "2"], check=True,
+    bw = json.loads(subprocess.run([str(binary), "--bandwidth-mib", "2048", "--threads", str(args.threads)], check=True,
                                    capture_output=True, text=True).stdout)["bandwidth_gbps"]
     rows = []
     for k, n in shapes:
@@ -138,9 +142,11 @@ def main() -> int:
                 case_ms = [m for m in ms if case == "cache" or m in dram_ms]
                 if not case_ms:
                     continue
-                ours += llmopt_times(binary, k, n, bs, case_ms, [case], args.dram_mib, args.min_time)
+                ours += llmopt_times(binary, k, n, bs, case_ms, [case], args.dram_mib, args.min_time,
+                                     args.threads)
                 copies = 1 if case == "cache" else math.ceil(args.dram_mib * 2**20 / nbits_bytes(k, n, bs))
-                ort_us = {acc: ort_times(k, n, bs, acc, copies, case_ms, args.min_time) for acc in (0, 4)}
+                ort_us = {acc: ort_times(k, n, bs, acc, copies, case_ms, args.min_time, args.threads)
+                          for acc in (0, 4)}
                 for m in case_ms:
                     mine = {r["compute"]: r for r in ours if r["case"] == case and r["m"] == m}
                     rows.append(dict(k=k, n=n, bs=bs, m=m, case=case, copies=copies,
@@ -151,7 +157,8 @@ def main() -> int:
     load1 = os.getloadavg()[0]
     print(file=sys.stderr)
 
-    print(f"read bandwidth (2 GiB, 2 threads): {bw:.1f} GB/s; onnxruntime {ort.__version__}; "
+    print(f"read bandwidth (2 GiB, {args.threads} threads): {bw:.1f} GB/s; onnxruntime {ort.__version__}; "
+          f"{args.threads} threads; "
           f"load average {load0:.2f} before, {load1:.2f} after"
           + ("  ** measured under load **" if max(load0, load1) >= 1.0 else ""))
     hdr = (f"{'K x N':>12} {'bs':>4} {'M':>4} {'case':>5} | {'llmopt i8':>10} {'llmopt f32':>10} | "
