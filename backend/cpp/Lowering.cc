@@ -24,31 +24,44 @@ Status nodeError(const Node *n, const std::string &msg) {
 
 std::string f(float v) { return fmt::format("{:.9g}f", v); }
 
-/// An int4 weight the kernel library takes: a quantized [K, N] constant blocked along K.
+/// An int4 weight W [K, N] the kernel library takes: a quantized [K, N] constant blocked
+/// along K, or the constant `q` = W^T [N, K] blocked along K (`transposed`: a quantized
+/// embedding table, read by a tied LM head through a Transpose and by the lookup directly).
 struct Int4Info {
   int64_t k, n, block;
   bool asym;
+  const Value *q;
+  bool transposed;
+  std::string key() const { return (transposed ? "int4T:" : "int4:") + q->name(); }
 };
-std::optional<Int4Info> int4Weight(const Value *w) {
-  if (!w || !w->isConstant() || !w->type().quant || w->constant()->rank() != 2)
+std::optional<Int4Info> int4Constant(const Value *q, bool transposed) {
+  if (!q || !q->isConstant() || !q->type().quant || q->constant()->rank() != 2)
     return std::nullopt;
-  const QuantEncoding &e = *w->type().quant;
-  const auto &shape = w->constant()->shape();
-  if (quant::containerBits(e.storage) != 4 || !quant::fitsMatMulNBits(shape, e, false) ||
+  const QuantEncoding &e = *q->type().quant;
+  const auto &shape = q->constant()->shape();
+  if (quant::containerBits(e.storage) != 4 || !quant::fitsMatMulNBits(shape, e, transposed) ||
       e.blockSize > 256)
     return std::nullopt;
-  if (w->constant()->zeroPoints && w->constant()->zeroPoints->dtype() == DType::F32)
+  if (q->constant()->zeroPoints && q->constant()->zeroPoints->dtype() == DType::F32)
     return std::nullopt; // HQQ's fractional zero points
-  return Int4Info{shape[0], shape[1], e.blockSize, !e.symmetric};
+  return Int4Info{shape[transposed ? 1 : 0], shape[transposed ? 0 : 1], e.blockSize, !e.symmetric, q,
+                  transposed};
+}
+/// The int4 weight a MatMul reads as operand `w`: a quantized constant, or a Transpose of one.
+std::optional<Int4Info> int4Weight(const Value *w) {
+  if (auto direct = int4Constant(w, false))
+    return direct;
+  const Node *p = w ? w->producer() : nullptr;
+  if (p && p->is(OpKind::Transpose) && (p->attrInts("perm").empty() || p->attrInts("perm") == std::vector<int64_t>{1, 0}))
+    return int4Constant(p->input(0), true);
+  return std::nullopt;
 }
 
-/// MatMul n's int4 weight repacked from MatMulNBits arrays into the kernel library's format.
-Expected<cpu::Int4Buffer> packInt4(const Node *n, int64_t inputCols) {
-  const Value *wv = n->input(1);
-  const Int4Info w = *int4Weight(wv);
+/// An int4 weight repacked from MatMulNBits arrays into the kernel library's format.
+Expected<cpu::Int4Buffer> packInt4(const Int4Info &w, const Node *n, int64_t inputCols) {
   if (w.k != inputCols)
     return nodeError(n, "weight rows do not match the input width");
-  auto nb = quant::toMatMulNBits(*wv->constant(), *wv->type().quant, false);
+  auto nb = quant::toMatMulNBits(*w.q->constant(), *w.q->type().quant, w.transposed);
   if (!nb)
     return nb.status().withContext(fmt::format("--emit=cpp: node '{}'", n->name()));
   return cpu::packInt4FromMatMulNBits(nb->b.data(), reinterpret_cast<const float *>(nb->scales.data()),
@@ -383,10 +396,23 @@ Status Lowering::lowerNode(Node *n) {
   switch (n->kind()) {
   case OpKind::Gather: {
     const Value *table = n->input(0);
+    if (auto w = int4Constant(table, true); w && n->input(1) == ids_ && n->attrInt("axis", 0) == 0) {
+      // A quantized table [V, H] is W^T of an int4 [H, V] weight: stored once in the kernel
+      // format, shared with a tied LM head; rows are dequantized on lookup.
+      LLMOPT_ASSIGN_OR_RETURN(const cpu::Int4Buffer packed, packInt4(*w, n, w->k));
+      const uint64_t off = weights.add(w->key(), packed.storage.get(), packed.layout.bytes());
+      embedRows = std::max(embedRows, w->n);
+      const Act out = define(n->output(), w->k);
+      emit(n, "int4 embedding", {out}, [this, off, w = *w, out] {
+        return fmt::format("llmopt_rt::gatherInt4(c.int4({}, {}, {}, {}, {}), ids, c.n, {}, {});", off, w.k, w.n,
+                           w.block, w.asym, ptr(out), out.ld);
+      });
+      return Status::ok();
+    }
     if (n->input(1) != ids_ || n->attrInt("axis", 0) != 0 || !table->isConstant() ||
         table->type().quant || table->constant()->rank() != 2 || table->constant()->dtype() != DType::F32)
       return nodeError(n, "only an embedding lookup (a constant f32 [V, H] table indexed by the "
-                          "token ids, axis 0) is supported");
+                          "token ids, axis 0, f32 or int4 blocked along H) is supported");
     LLMOPT_ASSIGN_OR_RETURN(uint64_t off, f32Weight(table, n, -1));
     const int64_t rows = table->constant()->shape()[0], cols = table->constant()->shape()[1];
     embedRows = std::max(embedRows, rows);
@@ -508,8 +534,8 @@ Status Lowering::lowerMatMul(Node *n) {
   }
   const std::string what = res ? (bias ? "GEMM + bias + residual" : "GEMM + residual") : (bias ? "GEMM + bias" : "GEMM");
   if (auto w = int4Weight(n->input(1))) {
-    LLMOPT_ASSIGN_OR_RETURN(const cpu::Int4Buffer packed, packInt4(n, x.cols));
-    const uint64_t off = weights.add("int4:" + n->input(1)->name(), packed.storage.get(), packed.layout.bytes());
+    LLMOPT_ASSIGN_OR_RETURN(const cpu::Int4Buffer packed, packInt4(*w, n, x.cols));
+    const uint64_t off = weights.add(w->key(), packed.storage.get(), packed.layout.bytes());
     emit(n, "int4 " + what, touched, [this, x, w = *w, off, out, res, biasExpr] {
       return fmt::format("llmopt_rt::int4MatMul(c, {}, {}, c.int4({}, {}, {}, {}, {}), {}, {}, {{{}, {}, {}}});",
                          ptr(x), x.ld, off, w.k, w.n, w.block, w.asym, ptr(out), out.ld, biasExpr,
@@ -541,9 +567,11 @@ Status Lowering::lowerGroup(const std::vector<Node *> &group) {
   int64_t total = 0;
   for (Node *m : group) {
     const Int4Info w = *int4Weight(m->input(1));
-    LLMOPT_ASSIGN_OR_RETURN(const cpu::Int4Buffer p, packInt4(m, x.cols));
+    LLMOPT_ASSIGN_OR_RETURN(const cpu::Int4Buffer p, packInt4(w, m, x.cols));
     bytes.insert(bytes.end(), p.storage.get(), p.storage.get() + p.layout.bytes());
-    names += (names.empty() ? "" : "+") + m->input(1)->name();
+    if (!names.empty())
+      names += '+';
+    names += w.key();
     total += w.n;
   }
   const int buf = newBuffer(total);
@@ -554,7 +582,7 @@ Status Lowering::lowerGroup(const std::vector<Node *> &group) {
     col += n;
   }
   const Act out{buf, 0, total, total};
-  const uint64_t off = weights.add("int4:" + names, bytes.data(), bytes.size());
+  const uint64_t off = weights.add(names, bytes.data(), bytes.size());
   emit(lead, fmt::format("int4 GEMM for {} MatMuls sharing their input", group.size()), {x, out},
        [this, x, out, off, first, total] {
          return fmt::format("llmopt_rt::int4MatMul(c, {}, {}, c.int4({}, {}, {}, {}, {}), {}, {}, {{}});",

@@ -106,11 +106,15 @@ def test_matches_interpreter(project, llama, tmp_path):
     check_against_interpreter(project, llama, PIPELINE, tmp_path)
 
 
-def test_asym_block_longer_than_k(llama, tmp_path):
+def test_asym_block_longer_than_k_and_int4_embedding(llama, tmp_path):
     """The second (and last) generated build: asymmetric block 128, so K = 64 and 192 leave a
-    zero-padded last block as in MatMulNBits."""
-    pipeline = "-passes=fuse-llm,quant-int4<block=128;asym>"
+    zero-padded last block as in MatMulNBits; quant-embed makes the tied embedding / LM head
+    int4, stored once and read by both the lookup and the LM head GEMM."""
+    pipeline = "-passes=fuse-llm,quant-int4<block=128;asym>,quant-embed"
     proj = build_project(llama, pipeline, tmp_path)
+    cpp = (proj / "model.cpp").read_text()
+    assert "int4 embedding" in cpp and "int4 GEMM: /lm_head/MatMul" in cpp and "f32 GEMM" not in cpp
+    assert cpp.count("c.int4(64, 64, 256,") == 2  # the table's one copy, at the first weight offset
     check_against_interpreter(proj, llama, pipeline, tmp_path)
 
 

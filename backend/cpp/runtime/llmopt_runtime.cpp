@@ -59,6 +59,16 @@ void gather(const float *table, int64_t rows, int64_t cols, const int64_t *ids, 
   }
 }
 
+void gatherInt4(const cpu::Int4Weights &w, const int64_t *ids, int64_t n, float *out, int64_t ldo) {
+  for (int64_t i = 0; i < n; ++i) {
+    if (ids[i] < 0 || ids[i] >= w.layout.n)
+      throw Error("token id " + std::to_string(ids[i]) + " is outside the embedding's " +
+                  std::to_string(w.layout.n) + " rows");
+    for (int64_t k = 0; k < w.layout.k; ++k)
+      out[i * ldo + k] = cpu::int4Weight(w, k, ids[i]);
+  }
+}
+
 void rmsNorm(int64_t n, int64_t cols, const float *x, int64_t ldx, const float *gamma, float eps,
              float *y, int64_t ldy) {
   for (int64_t i = 0; i < n; ++i) {

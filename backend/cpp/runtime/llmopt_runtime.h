@@ -59,6 +59,8 @@ void forward(const Ctx &c, const int64_t *ids);
 /// out[i, :] = table[ids[i], :]; ids checked against `rows`.
 void gather(const float *table, int64_t rows, int64_t cols, const int64_t *ids, int64_t n,
             float *out, int64_t ldo);
+/// out[i, :] = W[:, ids[i]] of an int4 W [H, V] (a quantized embedding table, transposed).
+void gatherInt4(const cpu::Int4Weights &w, const int64_t *ids, int64_t n, float *out, int64_t ldo);
 /// y = x / sqrt(mean(x^2) + eps) * gamma, per row.
 void rmsNorm(int64_t n, int64_t cols, const float *x, int64_t ldx, const float *gamma, float eps,
              float *y, int64_t ldy);
