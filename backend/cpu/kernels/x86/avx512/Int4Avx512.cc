@@ -1,8 +1,9 @@
 // AVX-512 (F/BW/VL/VNNI) kernels; this file alone is compiled with those flags and only
-// runs when detectedIsa() reports them. Each microkernel handles MR rows × NC columns of
-// one tile, all superblocks: the nibbles are unpacked once per column and reused by the
-// MR rows; per superblock the 16 lanes (each inside one block) are scaled and summed into
-// one f32 accumulator per output, reduced horizontally at the end.
+// runs when detectedIsa() reports them. GEMV: one pass over each record, 8 columns in turn.
+// Int8 GEMM: MR rows × NC columns of a tile per call, nibbles unpacked once per column and
+// step and reused by the MR rows. In both, per superblock the 16 lanes (each inside one
+// block) are scaled into one f32 accumulator per output, reduced horizontally at the end.
+// F32 GEMM: each tile dequantized once into a buffer, then plain FMA.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -17,23 +18,20 @@ namespace {
 
 constexpr size_t kScaleOffset = kTileCols * kInt4Super / 2;
 
-// Lane l -> its block's value: G = 16/LB values at p, each repeated LB times.
-template <int LB> __m512 expandScales(const float *p) {
-  const __m512 v = _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << (16 / LB)) - 1), p);
+// Lane l -> its block's value: G = 16/LB values, each repeated LB times.
+template <int LB> __m512 expandLanes(__m512 v) {
   if constexpr (LB == 1)
     return v;
   const __m512i idx = _mm512_srli_epi32(
       _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), __builtin_ctz(LB));
   return _mm512_permutexvar_ps(idx, v);
 }
+template <int LB> __m512 expandScales(const float *p) {
+  return expandLanes<LB>(_mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << (16 / LB)) - 1), p));
+}
 template <int LB> __m512 expandZeroPoints(const uint8_t *p) {
   const __m128i b = _mm_maskz_loadu_epi8(static_cast<__mmask16>((1u << (16 / LB)) - 1), p);
-  const __m512 v = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(b));
-  if constexpr (LB == 1)
-    return v;
-  const __m512i idx = _mm512_srli_epi32(
-      _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), __builtin_ctz(LB));
-  return _mm512_permutexvar_ps(idx, v);
+  return expandLanes<LB>(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(b)));
 }
 
 template <int MR, int NC>
