@@ -199,9 +199,11 @@ Status fillTeacherCache(TeacherCache &c, int from, int stages, const std::vector
   return Status::ok();
 }
 
-/// Refits one target from its sums; returns the fit (errors before / after).
-Expected<distill::FitResult> refit(const Target &t, const distill::NormalEquations &ne,
+/// Refits one target from its sums over the even and the odd windows; returns the fit.
+Expected<distill::FitResult> refit(const Target &t, const std::vector<distill::NormalEquations> &halves,
                                    const DistillReconstructOptions &o, int64_t &biases) {
+  distill::NormalEquations ne = halves[0];
+  ne += halves[1];
   LLMOPT_ASSIGN_OR_RETURN(RowMatrixF ws, denseWeight(t.ws));
   LLMOPT_ASSIGN_OR_RETURN(RowMatrixF wtFull, denseWeight(t.wt));
   LLMOPT_ASSIGN_OR_RETURN(std::vector<int64_t> map, matchColumns(ws, wtFull, t.ws->name()));
@@ -209,7 +211,7 @@ Expected<distill::FitResult> refit(const Target &t, const distill::NormalEquatio
   for (int64_t j = 0; j < ws.cols(); ++j)
     wt.col(j) = wtFull.col(map[static_cast<size_t>(j)]);
   const bool quantized = t.ws->type().quant.has_value();
-  distill::FitResult fit = distill::ridgeFit(ne, wt, ws, o.ridge, quantized || o.dense);
+  distill::FitResult fit = distill::ridgeFit(halves[0], halves[1], wt, ws, o.ridge, quantized || o.dense);
   Tensor nw = Tensor::fromBytes(DType::F32, {ws.rows(), ws.cols()}, ws.data(),
                                 static_cast<size_t>(ws.size()) * sizeof(float));
   if (quantized) {
@@ -250,7 +252,10 @@ Expected<DistillReconstructOptions> parseDistillReconstructOptions(const PassOpt
     o.allLayers = false;
     o.layers = *idx;
   }
-  LLMOPT_ASSIGN_OR_RETURN(o.ridge, r.getDouble("ridge", 0.01, 0.0, 1e6));
+  LLMOPT_ASSIGN_OR_RETURN(std::string ridge, r.getString("ridge", "auto"));
+  if (ridge != "auto") {
+    LLMOPT_ASSIGN_OR_RETURN(o.ridge, r.getDouble("ridge", 0.1, 0.0, 1e6));
+  }
   LLMOPT_ASSIGN_OR_RETURN(o.bias, r.getFlag("bias", true));
   LLMOPT_ASSIGN_OR_RETURN(o.dense, r.getFlag("dense", false));
   LLMOPT_RETURN_IF_ERROR(r.finish());
@@ -264,6 +269,9 @@ Expected<PreservedAnalyses> DistillReconstructPass::run(Model &m, AnalysisManage
   const auto start = std::chrono::steady_clock::now();
   PassContext &ctx = am.context();
   LLMOPT_ASSIGN_OR_RETURN(auto windows, distill::calibWindows(ctx, kPass, "calibration data"));
+  if (opts_.ridge < 0 && windows.size() < 2)
+    return errorf("pass '{}': ridge=auto cross-validates over two halves of the calibration windows "
+                  "and got {}: give --calib-samples 2 or more, or a fixed ridge=R", kPass, windows.size());
   Expected<std::unique_ptr<Model>> teacher = loadModel(opts_.teacher);
   if (!teacher)
     return teacher.status().withContext(fmt::format("pass '{}': teacher", kPass));
@@ -285,6 +293,7 @@ Expected<PreservedAnalyses> DistillReconstructPass::run(Model &m, AnalysisManage
   Progress progress(kPass, stages, "stages");
   double before = 0, after = 0;
   int64_t biases = 0, solves = 0;
+  std::map<std::string, int> ridges; // chosen ridge (auto) -> weights
   TeacherCache cache;
   int64_t teacherRuns = 0;
   for (int s = 0; s < stages; ++s) {
@@ -299,7 +308,7 @@ Expected<PreservedAnalyses> DistillReconstructPass::run(Model &m, AnalysisManage
         wantS.insert(t.xs);
         pairs.insert({t.xs, t.xt});
       }
-    std::map<std::pair<const Value *, const Value *>, distill::NormalEquations> sums;
+    std::map<std::pair<const Value *, const Value *>, std::vector<distill::NormalEquations>> sums;
     for (size_t w = 0; w < windows.size(); ++w) {
       const auto &xt = cache.windows[w];
       LLMOPT_ASSIGN_OR_RETURN(auto xs, capture(m.graph(), windows[w], wantS, ctx.threads));
@@ -309,8 +318,10 @@ Expected<PreservedAnalyses> DistillReconstructPass::run(Model &m, AnalysisManage
         if (b.numel() / kt != rows)
           return errorf("pass '{}': '{}' has {} rows in the model but {} in the teacher", kPass,
                         vs->name(), rows, b.numel() / kt);
-        sums.try_emplace({vs, vt}, ks, kt).first->second.add(a.view<float>().data(),
-                                                             b.view<float>().data(), rows);
+        auto &halves = sums[{vs, vt}];
+        if (halves.empty())
+          halves.assign(2, distill::NormalEquations(ks, kt));
+        halves[w % 2].add(a.view<float>().data(), b.view<float>().data(), rows);
       }
     }
     for (const Target &t : targets) {
@@ -318,6 +329,7 @@ Expected<PreservedAnalyses> DistillReconstructPass::run(Model &m, AnalysisManage
         continue;
       LLMOPT_ASSIGN_OR_RETURN(distill::FitResult fit, refit(t, sums.at({t.xs, t.xt}), opts_, biases));
       before += fit.errorBefore;
+      ridges[fit.ridge < 0 ? std::string("kept") : fmt::format("{:g}", fit.ridge)] += 1;
       after += fit.errorAfter;
       solves += fit.solves;
       ctx.layerErrors[t.ws->name()] = fit.errorAfter;
@@ -325,10 +337,14 @@ Expected<PreservedAnalyses> DistillReconstructPass::run(Model &m, AnalysisManage
     progress.update(s + 1);
   }
   const double n = static_cast<double>(targets.size());
+  std::string ridgeText;
+  for (const auto &[r, count] : ridges)
+    ridgeText += fmt::format("{}{} x{}", ridgeText.empty() ? "" : ", ", r, count);
   ctx.reportLines.push_back(fmt::format(
       "{}: teacher {} (run {} times per window, --calib-memory {} MiB); refit {} weights in {} "
-      "stages ({} solves, ridge {:g}) on {} windows x {} tokens; relative output error per layer, mean {:.4g} -> {:.4g}; {} biases corrected; {:.1f} s",
-      kPass, opts_.teacher, teacherRuns, ctx.calibMemoryMiB, targets.size(), stages, solves, opts_.ridge, windows.size(),
+      "stages ({} solves; ridge {}: {}) on {} windows x {} tokens; relative output error per layer, mean {:.4g} -> {:.4g}; {} biases corrected; {:.1f} s",
+      kPass, opts_.teacher, teacherRuns, ctx.calibMemoryMiB, targets.size(), stages, solves, opts_.ridge < 0 ? "auto" : fmt::format("{:g}", opts_.ridge),
+      ridgeText, windows.size(),
       windows.front().size(), before / n, after / n, biases,
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()));
   return PreservedAnalyses::none();

@@ -29,27 +29,41 @@ void NormalEquations::add(const float *xs, const float *xt, int64_t n) {
   rows += n;
 }
 
-double relativeError(const NormalEquations &ne, const RowMatrixF &wt, const RowMatrixF &ws) {
-  const Eigen::MatrixXd Wt = wt.cast<double>(), Ws = ws.cast<double>();
-  const double yy = (Wt.transpose() * ne.tt * Wt).trace();
-  const double err = (Ws.transpose() * ne.ss * Ws).trace() - 2 * (Ws.transpose() * ne.st * Wt).trace() + yy;
-  return yy > 0 ? std::max(err, 0.0) / yy : 0.0;
+NormalEquations &NormalEquations::operator+=(const NormalEquations &o) {
+  ss += o.ss;
+  st += o.st;
+  tt += o.tt;
+  sumS += o.sumS;
+  sumT += o.sumT;
+  rows += o.rows;
+  return *this;
 }
 
-FitResult ridgeFit(const NormalEquations &ne, const RowMatrixF &wt, RowMatrixF &ws, double ridge,
-                   bool dense) {
-  FitResult r;
-  r.errorBefore = relativeError(ne, wt, ws);
-  const int64_t K = ne.ks, N = ws.cols();
+double squaredError(const NormalEquations &ne, const RowMatrixF &wt, const RowMatrixF &ws) {
+  const Eigen::MatrixXd Wt = wt.cast<double>(), Ws = ws.cast<double>();
+  const double yy = (Wt.transpose() * ne.tt * Wt).trace();
+  return std::max((Ws.transpose() * ne.ss * Ws).trace() - 2 * (Ws.transpose() * ne.st * Wt).trace() + yy, 0.0);
+}
+
+double relativeError(const NormalEquations &ne, const RowMatrixF &wt, const RowMatrixF &ws) {
+  const Eigen::MatrixXd Wt = wt.cast<double>();
+  const double yy = (Wt.transpose() * ne.tt * Wt).trace();
+  return yy > 0 ? squaredError(ne, wt, ws) / yy : 0.0;
+}
+
+RowMatrixF solveRidge(const NormalEquations &ne, const RowMatrixF &wt, const RowMatrixF &w0,
+                      double ridge, bool dense, int64_t &solves) {
+  const int64_t K = ne.ks, N = w0.cols();
   const Eigen::MatrixXd G = ne.st * wt.cast<double>(); // Xs^T Y, [Ks, N]
   const double lambda = ridge * std::max(ne.ss.diagonal().mean(), 1e-12);
+  RowMatrixF ws = w0;
   // Columns with the same mask share one factorization.
   std::map<std::string, std::vector<int64_t>> byMask;
   for (int64_t j = 0; j < N; ++j) {
     std::string mask(static_cast<size_t>(K), '1');
     if (!dense)
       for (int64_t k = 0; k < K; ++k)
-        mask[static_cast<size_t>(k)] = ws(k, j) != 0.f ? '1' : '0';
+        mask[static_cast<size_t>(k)] = w0(k, j) != 0.f ? '1' : '0';
     byMask[mask].push_back(j);
   }
   for (const auto &[mask, cols] : byMask) {
@@ -62,19 +76,49 @@ FitResult ridgeFit(const NormalEquations &ne, const RowMatrixF &wt, RowMatrixF &
     const int64_t s = static_cast<int64_t>(S.size()), c = static_cast<int64_t>(cols.size());
     Eigen::MatrixXd A(s, s), B(s, c);
     for (int64_t a = 0; a < s; ++a) {
+      const int64_t ka = S[static_cast<size_t>(a)];
       for (int64_t b = 0; b < s; ++b)
-        A(a, b) = ne.ss(S[static_cast<size_t>(a)], S[static_cast<size_t>(b)]);
+        A(a, b) = ne.ss(ka, S[static_cast<size_t>(b)]);
       A(a, a) += lambda;
-      for (int64_t j = 0; j < c; ++j)
-        B(a, j) = G(S[static_cast<size_t>(a)], cols[static_cast<size_t>(j)]);
+      for (int64_t j = 0; j < c; ++j) {
+        const int64_t col = cols[static_cast<size_t>(j)];
+        B(a, j) = G(ka, col) + lambda * static_cast<double>(w0(ka, col));
+      }
     }
     const Eigen::MatrixXd W = A.llt().solve(B);
-    ++r.solves;
+    ++solves;
     for (int64_t a = 0; a < s; ++a)
       for (int64_t j = 0; j < c; ++j)
         ws(S[static_cast<size_t>(a)], cols[static_cast<size_t>(j)]) = static_cast<float>(W(a, j));
   }
-  r.errorAfter = relativeError(ne, wt, ws);
+  return ws;
+}
+
+FitResult ridgeFit(const NormalEquations &a, const NormalEquations &b, const RowMatrixF &wt,
+                   RowMatrixF &ws, double ridge, bool dense) {
+  FitResult r;
+  NormalEquations all = a;
+  all += b;
+  r.errorBefore = relativeError(all, wt, ws);
+  r.ridge = ridge;
+  if (ridge < 0) { // auto: two-fold cross-validation over the grid; "keep ws" competes
+    double best = squaredError(a, wt, ws) + squaredError(b, wt, ws);
+    r.ridge = -1;
+    for (double l : kRidgeGrid) {
+      const double e = squaredError(b, wt, solveRidge(a, wt, ws, l, dense, r.solves)) +
+                       squaredError(a, wt, solveRidge(b, wt, ws, l, dense, r.solves));
+      if (e < best) {
+        best = e;
+        r.ridge = l;
+      }
+    }
+    if (r.ridge < 0) {
+      r.errorAfter = r.errorBefore;
+      return r;
+    }
+  }
+  ws = solveRidge(all, wt, ws, r.ridge, dense, r.solves);
+  r.errorAfter = relativeError(all, wt, ws);
   return r;
 }
 

@@ -20,20 +20,35 @@ struct NormalEquations {
   Eigen::VectorXd sumS, sumT;
   NormalEquations(int64_t ks, int64_t kt);
   void add(const float *xs, const float *xt, int64_t n);
+  NormalEquations &operator+=(const NormalEquations &o);
 };
 
 struct FitResult {
-  double errorBefore = 0, errorAfter = 0; ///< ||Xs W - Xt Wt||^2 / ||Xt Wt||^2
+  double errorBefore = 0, errorAfter = 0; ///< ||Xs W - Xt Wt||^2 / ||Xt Wt||^2, all rows
+  double ridge = 0;                       ///< the ridge used (chosen when asked for auto)
   int64_t solves = 0;                     ///< Cholesky factorizations (one per distinct mask)
 };
 
-/// Refits `ws` [Ks, N] in place: per output column j, over the rows S_j where ws is
-/// nonzero (all rows when `dense`), w = argmin ||Xs[:, S_j] w - Xt Wt[:, j]||^2 + l ||w||^2
-/// with l = ridge * mean(diag(Xs^T Xs)); entries outside S_j stay zero. `wt` [Kt, N] is the
-/// teacher weight with its columns already matched to the student's.
-FitResult ridgeFit(const NormalEquations &ne, const RowMatrixF &wt, RowMatrixF &ws, double ridge,
-                   bool dense);
+/// The ridges ridgeFit tries for ridge=auto; a larger one stays closer to the start.
+inline constexpr double kRidgeGrid[] = {1e-3, 1e-2, 1e-1, 1.0, 10.0};
 
+/// W [Ks, N] minimising, per output column j over the rows S_j where w0 is nonzero (all rows
+/// when `dense`), ||Xs[:, S_j] w - Xt Wt[:, j]||^2 + l ||w - w0[S_j, j]||^2 with
+/// l = ridge * mean(diag(Xs^T Xs)): a ridge towards the starting weights, so that with few
+/// calibration rows the fit moves from them only as far as the data supports. Entries outside
+/// S_j stay zero. `wt` [Kt, N] is the teacher weight with its columns matched to w0's.
+RowMatrixF solveRidge(const NormalEquations &ne, const RowMatrixF &wt, const RowMatrixF &w0,
+                      double ridge, bool dense, int64_t &solves);
+
+/// Refits `ws` in place from the sums of two disjoint halves of the calibration windows.
+/// ridge >= 0: solveRidge on both halves together. ridge < 0 (auto): each ridge of kRidgeGrid
+/// is fitted on one half and scored on the other (both ways); the best one is refitted on
+/// all rows, unless keeping `ws` scores better still (then `ws` stays).
+FitResult ridgeFit(const NormalEquations &a, const NormalEquations &b, const RowMatrixF &wt,
+                   RowMatrixF &ws, double ridge, bool dense);
+
+/// ||Xs W - Xt Wt||^2 from the sums alone.
+double squaredError(const NormalEquations &ne, const RowMatrixF &wt, const RowMatrixF &ws);
 /// The relative output error ||Xs W - Xt Wt||^2 / ||Xt Wt||^2 from the sums alone.
 double relativeError(const NormalEquations &ne, const RowMatrixF &wt, const RowMatrixF &ws);
 

@@ -334,34 +334,63 @@ TEST(ReconstructSolve, MaskedRidgeFitEqualsADirectSolve) {
     for (int64_t i = 0; i < m->size(); ++i)
       m->data()[i] = d(rng);
   ws(1, 0) = ws(4, 0) = ws(0, 2) = 0.f; // the mask
-  const RowMatrixF mask = ws;
-  NormalEquations ne(ks, kt);
-  ne.add(xs.data(), xt.data(), 130); // two calls: sums over windows
-  ne.add(xs.data() + 130 * ks, xt.data() + 130 * kt, rows - 130);
+  const RowMatrixF w0 = ws;
+  NormalEquations a(ks, kt), b(ks, kt);
+  a.add(xs.data(), xt.data(), 130); // the two halves of the windows
+  b.add(xs.data() + 130 * ks, xt.data() + 130 * kt, rows - 130);
   const double ridge = 0.05;
-  FitResult fit = ridgeFit(ne, wt, ws, ridge, false);
+  FitResult fit = ridgeFit(a, b, wt, ws, ridge, false);
   EXPECT_LT(fit.errorAfter, fit.errorBefore);
   EXPECT_EQ(fit.solves, 3);
+  // Directly: per column, (A^T A + l I) w = A^T y + l w0 over the unmasked rows.
   const Eigen::MatrixXd Xs = xs.cast<double>(), Y = (xt * wt).cast<double>();
   const double lambda = ridge * (Xs.transpose() * Xs).diagonal().mean();
   for (int64_t j = 0; j < n; ++j) {
     std::vector<int64_t> S;
     for (int64_t k = 0; k < ks; ++k)
-      if (mask(k, j) != 0.f)
+      if (w0(k, j) != 0.f)
         S.push_back(k);
     Eigen::MatrixXd A(rows, static_cast<int64_t>(S.size()));
-    for (size_t a = 0; a < S.size(); ++a)
-      A.col(static_cast<int64_t>(a)) = Xs.col(S[a]);
+    Eigen::VectorXd prior(static_cast<int64_t>(S.size()));
+    for (size_t i = 0; i < S.size(); ++i) {
+      A.col(static_cast<int64_t>(i)) = Xs.col(S[i]);
+      prior(static_cast<int64_t>(i)) = w0(S[i], j);
+    }
     const Eigen::MatrixXd H = A.transpose() * A + lambda * Eigen::MatrixXd::Identity(A.cols(), A.cols());
-    const Eigen::VectorXd w = H.ldlt().solve(A.transpose() * Y.col(j));
-    for (int64_t k = 0, a = 0; k < ks; ++k) {
-      if (mask(k, j) == 0.f) {
+    const Eigen::VectorXd w = H.ldlt().solve(A.transpose() * Y.col(j) + lambda * prior);
+    for (int64_t k = 0, i = 0; k < ks; ++k) {
+      if (w0(k, j) == 0.f) {
         EXPECT_EQ(ws(k, j), 0.f);
         continue;
       }
-      EXPECT_NEAR(ws(k, j), w(a++), 1e-4) << "row " << k << " column " << j;
+      EXPECT_NEAR(ws(k, j), w(i++), 1e-4) << "row " << k << " column " << j;
     }
   }
+}
+
+TEST(ReconstructSolve, AutoRidgeKeepsTheStartWhenTheDataCannotImproveIt) {
+  // The teacher's own weight on matching inputs cannot be improved: auto keeps it exactly.
+  std::mt19937 rng(6);
+  std::normal_distribution<float> d;
+  const int64_t rows = 64, k = 5, n = 2;
+  RowMatrixF x(rows, k), wt(k, n);
+  for (auto *m : {&x, &wt})
+    for (int64_t i = 0; i < m->size(); ++i)
+      m->data()[i] = d(rng);
+  NormalEquations a(k, k), b(k, k);
+  a.add(x.data(), x.data(), 32);
+  b.add(x.data() + 32 * k, x.data() + 32 * k, 32);
+  RowMatrixF ws = wt;
+  FitResult fit = ridgeFit(a, b, wt, ws, -1, false);
+  EXPECT_LT(fit.ridge, 0);
+  EXPECT_EQ(ws, wt);
+  // A perturbed start on the same data: auto picks a ridge and moves towards the teacher.
+  ws = wt;
+  ws(0, 0) += 1.f;
+  ws(3, 1) -= 1.f;
+  fit = ridgeFit(a, b, wt, ws, -1, false);
+  EXPECT_GT(fit.ridge, 0);
+  EXPECT_LT(fit.errorAfter, 0.01 * fit.errorBefore);
 }
 
 TEST(DistillReconstruct, MagnitudePrunedModelMovesTowardsTheTeacher) {
