@@ -5,12 +5,15 @@ MatMulNBits model (same pipeline, same intra-op threads). Not a test: prints one
 
     python bench/codegen_smollm2.py --model ~/.cache/llmopt/models/smollm2-135m \
         [--build build] [--passes 'fuse-llm,quant-int4<block=32>'] [--threads 2] \
-        [--context 128] [--steps 32] [--new-tokens 8] [--level 4] [--out DIR]
+        [--context 128] [--steps 32] [--rounds 3] [--new-tokens 8] [--level 4] [--out DIR]
+        [--reuse] [--skip-greedy]
 
 Greedy: 5 prompts, --new-tokens each; the interpreter (llmopt-run on the same pipeline's
 ONNX, MatMulNBits at --level) re-runs the whole sequence per token. Latency: after a
-prefill of --context random tokens, --steps single-token decode steps; medians. ORT runs
-model_past.onnx after the same pipeline, feeding present back as past each step.
+prefill of --context random tokens, --steps single-token decode steps (median per round);
+the generated code and ORT take turns for --rounds rounds; the median round and the best
+round are printed. ORT runs model_past.onnx after the same pipeline, feeding present back
+as past each step. Figures: docs/codegen.md.
 """
 
 from __future__ import annotations
