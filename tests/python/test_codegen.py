@@ -150,3 +150,9 @@ def test_refuses_to_replace_other_directory(llama, tmp_path):
     r = llmopt(llama, PIPELINE, "--emit=cpp", "-o", tmp_path, check=False)
     assert r.returncode == 1 and "is not an emitted project" in r.stderr
     assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+def test_report_counts_the_project(llama, tmp_path):
+    r = llmopt(llama, PIPELINE, "--emit=cpp", "-o", tmp_path / "proj", "--report")
+    size = sum(p.stat().st_size for p in (tmp_path / "proj").rglob("*") if p.is_file())
+    assert f"wrote {tmp_path / 'proj'} ({size} bytes)" in r.stdout

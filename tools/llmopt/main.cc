@@ -230,7 +230,11 @@ int run(const cli::Options &o) {
     info.layers = collectLayers(*model, am.context().layerErrors);
     if (!o.output.empty()) {
       info.output = o.output;
-      if (o.emit.empty())
+      info.outputBytes = 0;
+      if (!o.emit.empty()) // a project directory: every file in it
+        for (const auto &e : fs::recursive_directory_iterator(o.output))
+          info.outputBytes += e.is_regular_file() ? static_cast<int64_t>(e.file_size()) : 0;
+      else
         info.outputBytes = static_cast<int64_t>(fs::file_size(o.output));
     }
     if (o.report == "json")
