@@ -1,7 +1,7 @@
 # ctest cmake/example-project: install llmopt into a fresh prefix, then configure and build
 # examples/compile against it with find_package(llmopt), and check what llmopt_compile()
-# produced. Also checks that EMIT cpp fails at configure time with a clear message while
-# llmopt has no --emit=cpp.
+# produced. With EMIT cpp: the generated project's files when llmopt has --emit=cpp, else
+# a configure-time error with a clear message.
 #
 # cmake -DBUILD=<llmopt build> -DSRC=<llmopt source> -DWORK=<scratch dir> -DMODEL=<onnx>
 #       -P example_project.cmake
@@ -60,5 +60,17 @@ if(NOT help MATCHES "--emit")
   if(rc EQUAL 0 OR NOT err MATCHES "EMIT cpp needs an llmopt with --emit=cpp")
     message(FATAL_ERROR "EMIT cpp should fail at configure time with a clear message:\n${err}")
   endif()
+else()
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "configure examples/compile with EMIT cpp failed (${rc}):\n${out}\n${err}")
+  endif()
+  run("build examples/compile with EMIT cpp" ${CMAKE_COMMAND} --build ${WORK}/build-cpp)
+  foreach(f model.h model.cpp weights.bin CMakeLists.txt)
+    if(NOT EXISTS ${WORK}/build-cpp/model_cpp/${f})
+      message(FATAL_ERROR "llmopt_compile(... EMIT cpp) did not produce model_cpp/${f}")
+    endif()
+  endforeach()
+  file(SIZE ${WORK}/build-cpp/model_cpp/weights.bin wsize)
+  message(STATUS "example project: EMIT cpp -> model_cpp/ (weights.bin ${wsize} bytes)")
 endif()
 file(REMOVE_RECURSE ${WORK})
