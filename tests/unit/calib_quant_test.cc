@@ -17,6 +17,7 @@
 #include "passes/quant/Gptq.h"
 #include "passes/quant/QuantMixed.h"
 #include "tests/unit/interp_test_util.h"
+#include "tests/support/TempPath.h"
 
 using namespace llmopt;
 using namespace llmopt::test;
@@ -72,8 +73,7 @@ std::unique_ptr<Model> tinyMlp() {
 }
 
 std::string writeIds(int64_t n, uint32_t seed) {
-  const std::string path =
-      (std::filesystem::temp_directory_path() / ("llmopt_calib_" + std::to_string(seed) + ".ids")).string();
+  const std::string path = test::tempPath("calib_" + std::to_string(seed) + ".ids");
   std::mt19937 rng(seed);
   std::ofstream out(path);
   for (int64_t i = 0; i < n; ++i)
@@ -117,13 +117,13 @@ TEST(Calibration, WindowsAreEvenNonOverlappingAndErrorsNameTheFile) {
   auto missing = calib::loadWindows(ctx);
   ASSERT_FALSE(missing);
   EXPECT_NE(missing.status().message().find("/nonexistent/calib.txt"), std::string::npos);
-  const std::string bad = (std::filesystem::temp_directory_path() / "llmopt_bad.ids").string();
+  const std::string bad = test::tempPath("bad.ids");
   std::ofstream(bad) << "1 2 three 4";
   ctx.calibPath = bad;
   auto parsed = calib::loadWindows(ctx);
   ASSERT_FALSE(parsed);
   EXPECT_NE(parsed.status().message().find("'three'"), std::string::npos);
-  ctx.calibPath = (std::filesystem::temp_directory_path() / "llmopt_text.txt").string();
+  ctx.calibPath = test::tempPath("text.txt");
   std::ofstream(ctx.calibPath) << "some text";
   auto noTok = calib::loadWindows(ctx);
   ASSERT_FALSE(noTok);

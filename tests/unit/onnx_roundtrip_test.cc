@@ -10,6 +10,7 @@
 #include "backend/onnx/OnnxExporter.h"
 #include "frontend/OnnxImporter.h"
 #include "ir/Printer.h"
+#include "tests/support/TempPath.h"
 
 namespace fs = std::filesystem;
 using namespace llmopt;
@@ -85,7 +86,7 @@ TEST(OnnxRoundTrip, ExternalDataIsWrittenAndMappedBack) {
     data[i] = static_cast<float>(i) * 0.5f;
   Value *c = g.addConstant("big_weight", Tensor::fromVector(DType::F32, {64, 64}, data));
   g.addOutput(c);
-  fs::path dir = fs::temp_directory_path() / "llmopt_ext_test";
+  fs::path dir = fs::path(test::tempPath("ext_test"));
   fs::remove_all(dir);
   fs::create_directories(dir);
   ExportOptions eo;
@@ -130,7 +131,7 @@ TEST(OnnxImport, RefusesExternalDataOutsideTheModelDirectory) {
 }
 
 TEST(OnnxImport, TruncatedAndGarbageFilesGiveClearErrors) {
-  fs::path dir = fs::temp_directory_path() / "llmopt_bad_test";
+  fs::path dir = fs::path(test::tempPath("bad_test"));
   fs::create_directories(dir);
   std::ifstream in(std::string(kTestData) + "/node/test_matmul_2d/model.onnx", std::ios::binary);
   std::string bytes((std::istreambuf_iterator<char>(in)), {});

@@ -24,6 +24,7 @@
 #include "passes/prune/Wanda.h"
 #include "passes/quant/Gptq.h"
 #include "tests/support/NumericCheck.h"
+#include "tests/support/TempPath.h"
 
 using namespace llmopt;
 using prunepass::Pattern;
@@ -342,9 +343,7 @@ std::string modelPath(const char *name) { return std::string(LLMOPT_TEST_MODELS)
 
 /// A .ids calibration file of `tokens` deterministic ids below the tiny Llama's vocabulary.
 std::string calibFile(int64_t tokens) {
-  const std::string path = (std::filesystem::temp_directory_path() /
-                            fmt::format("llmopt_prune_test_calib_{}.ids", tokens))
-                               .string();
+  const std::string path = test::tempPath(fmt::format("prune_test_calib_{}.ids", tokens));
   std::ofstream out(path);
   std::mt19937 rng(42);
   for (int64_t i = 0; i < tokens; ++i)

@@ -18,6 +18,7 @@
 #include "passes/calib/Calibration.h"
 #include "passes/quant/SmoothQuant.h"
 #include "tests/support/NumericCheck.h"
+#include "tests/support/TempPath.h"
 
 using namespace llmopt;
 
@@ -28,7 +29,7 @@ std::string modelPath(const char *name) { return std::string(LLMOPT_TEST_MODELS)
 /// 4 windows x 32 deterministic token ids below the tiny Llama's vocabulary (256).
 PassContext calibContext() {
   const std::string path =
-      (std::filesystem::temp_directory_path() / "llmopt_quant_w8a8_test_calib.ids").string();
+      test::tempPath("quant_w8a8_test_calib.ids");
   std::ofstream out(path);
   std::mt19937 rng(7);
   for (int i = 0; i < 128; ++i)
@@ -195,7 +196,7 @@ TEST(SmoothQuant, FoldsIntoLayerNormWeightAndBias) {
   auto before = parseModel(text), after = parseModel(text);
   ASSERT_TRUE(before && after) << (before ? "" : before.status().message());
   const std::string ids =
-      (std::filesystem::temp_directory_path() / "llmopt_quant_w8a8_test_ln.ids").string();
+      test::tempPath("quant_w8a8_test_ln.ids");
   std::ofstream(ids) << "1 5 9 13 17 21 25 29 2 6 10 14 18 22 26 30 3 7 11 15 19 23 27 31";
   PassContext ctx;
   ctx.calibPath = ids;

@@ -11,6 +11,7 @@
 #include "frontend/tokenizer/Split.h"
 #include "frontend/tokenizer/Tokenizer.h"
 #include "frontend/tokenizer/Unicode.h"
+#include "tests/support/TempPath.h"
 
 namespace llmopt::tok {
 namespace {
@@ -193,7 +194,7 @@ TEST(TokenizerWordPiece, SpecialIds) {
 }
 
 TEST(TokenizerLoad, ReadsTokenizerConfigBesideTheFile) {
-  auto dir = std::filesystem::temp_directory_path() / "llmopt_tokenizer_test";
+  auto dir = std::filesystem::path(test::tempPath("tokenizer_test"));
   std::filesystem::create_directories(dir);
   std::ofstream(dir / "tokenizer.json") << byteLevelBpe().dump();
   std::ofstream(dir / "tokenizer_config.json") << R"({"eos_token": {"content": "<|eot|>"}})";
