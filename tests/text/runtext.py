@@ -97,7 +97,10 @@ def main():
         print(f"{args.test}: needs RUN: lines, at least one piping into %check", file=sys.stderr)
         return 1
     os.makedirs(args.tmp, exist_ok=True)
-    base = os.path.join(args.tmp, os.path.basename(args.test))
+    # The folder's name too: text/cli/errors.llir and text/distill/errors.llir run in
+    # parallel under ctest and must not share scratch files.
+    parent = os.path.basename(os.path.dirname(os.path.abspath(args.test)))
+    base = os.path.join(args.tmp, f"{parent}_{os.path.basename(args.test)}")
     checker = f"{sys.executable} {os.path.abspath(__file__)} --check-stdin --llmopt x {args.test}"
     subs = {"%llmopt": args.llmopt, "%plugin": args.plugin, "%check": checker,
             "%onnxtestdata": "/usr/share/libonnx-testdata/data", "%s": args.test, "%t": base}
