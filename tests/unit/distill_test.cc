@@ -7,6 +7,8 @@
 #include <fstream>
 #include <random>
 
+#include <unistd.h>
+
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
@@ -28,8 +30,9 @@ namespace {
 
 std::string modelPath(const char *name) { return std::string(LLMOPT_TEST_MODELS) + "/" + name; }
 
+/// A scratch path of this process (ctest runs each case as its own process, in parallel).
 std::string tmpPath(const std::string &name) {
-  return (fs::temp_directory_path() / ("llmopt_distill_test_" + name)).string();
+  return (fs::temp_directory_path() / fmt::format("llmopt_distill_test_{}_{}", ::getpid(), name)).string();
 }
 
 /// A .ids file of `tokens` deterministic ids below the tiny Llama's vocabulary.
@@ -186,7 +189,7 @@ TEST(SoftLabels, RoundTripsAndWritesAtomically) {
   }
   EXPECT_FALSE(fs::exists(gone));
   for (const auto &e : fs::directory_iterator(fs::temp_directory_path()))
-    EXPECT_EQ(e.path().filename().string().find("llmopt_distill_test_unfinished.soft.tmp"), std::string::npos);
+    EXPECT_EQ(e.path().filename().string().find(fs::path(gone).filename().string() + ".tmp"), std::string::npos);
 }
 
 TEST(SoftLabels, ReaderRefusesOtherFiles) {
