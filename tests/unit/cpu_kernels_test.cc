@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <random>
+#include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -117,20 +118,41 @@ std::vector<Isa> simdIsas() {
   return out;
 }
 
-const Shape kShapes[] = {{1, 256, 8},  {1, 300, 13}, {3, 1000, 17}, {17, 520, 9},
-                         {1, 4096, 24}, {5, 40, 1},  {4, 768, 16},  {8, 257, 31}};
+/// Every SIMD level the CPU has against the scalar kernel, both compute modes, each output
+/// within the reference bound; `what` names the case in a failure.
+void expectSimdMatchesScalar(const std::vector<float> &a, const Int4Weights &w, Shape s,
+                             const std::string &what) {
+  const Reference ref = plainMatmul(a, w, s);
+  for (Compute compute : {Compute::F32, Compute::Int8}) {
+    const std::vector<float> want = run(Isa::Scalar, a, w, s, compute);
+    for (Isa isa : simdIsas()) {
+      const std::vector<float> got = run(isa, a, w, s, compute);
+      for (size_t i = 0; i < got.size(); ++i)
+        ASSERT_NEAR(got[i], want[i], ref.bound[i])
+            << isaName(isa) << (compute == Compute::Int8 ? " int8 " : " f32 ") << what << " M "
+            << s.m << " K " << s.k << " N " << s.n << " i " << i;
+    }
+  }
+}
+
+const Shape kShapes[] = {{1, 256, 8},   {1, 300, 13}, {3, 1000, 17}, {17, 520, 9},
+                         {1, 4096, 24},  {5, 40, 1},   {4, 768, 16},  {8, 257, 31},
+                         {6, 3400, 11},  {1, 2800, 9}, {3, 2800, 5}}; // full superblocks + tail
 
 } // namespace
 
 TEST(CpuKernelsPack, MatMulNBitsRoundTripIsExact) {
   for (int bs : {16, 32, 64, 128, 256})
     for (bool asym : {false, true})
-      for (Shape s : {Shape{1, 100, 1}, Shape{1, 256, 8}, Shape{1, 300, 13}, Shape{1, 1030, 9}}) {
+      for (Shape s : {Shape{1, 100, 1}, Shape{1, 256, 8}, Shape{1, 300, 13}, Shape{1, 1030, 9},
+                      Shape{1, 2800, 3}}) {
         const NBits nb = randomNBits(s.k, s.n, bs, asym, 7 + bs);
         const Int4Buffer packed = packInt4FromMatMulNBits(
             nb.b.data(), nb.scales.data(), asym ? nb.zp.data() : nullptr, s.k, s.n, bs);
-        ASSERT_EQ(packed.layout.bytes(), packed.layout.recordBytes() * packed.layout.tiles() *
-                                             packed.layout.supers());
+        const Int4Layout &l = packed.layout;
+        ASSERT_EQ(l.bytes(), l.tiles() * (l.fullSupers() * l.recordBytes(l.superSize()) +
+                                          (l.supers() - l.fullSupers()) * l.recordBytes(kInt4Super)));
+        ASSERT_EQ(l.superStart(l.supers()), l.paddedK());
         for (int64_t n = 0; n < s.n; ++n)
           for (int64_t k = 0; k < s.k; ++k)
             ASSERT_EQ(int4Weight(packed.view(), k, n), nbitsWeight(nb, k, n, bs))
@@ -156,17 +178,32 @@ TEST(CpuKernelsPack, RtnStaysWithinHalfAStep) {
 }
 
 TEST(CpuKernelsPack, LanePositionIsABijectionInsideBlocks) {
-  for (int bs : {16, 32, 64, 128, 256}) {
-    std::vector<int> seen(256, 0);
-    for (int e = 0; e < 256; ++e) {
-      const LanePos p = int4LanePosition(e, bs);
-      ASSERT_LT(p.step, 4);
-      ASSERT_LT(p.byte, 64);
-      ++seen[p.step * 64 + p.byte];
-      EXPECT_EQ(p.byte / 4 / (bs / 16), e / bs) << "lane must stay inside its block";
+  for (int bs : {16, 32, 64, 128, 256})
+    for (int size : {kInt4Super, int4SuperSize(bs)}) { // the tail and the full superblock
+      std::vector<int> seen(size, 0);
+      for (int e = 0; e < size; ++e) {
+        const LanePos p = int4LanePosition(e, bs, size);
+        ASSERT_LT(p.step, size / 64);
+        ASSERT_LT(p.byte, 64);
+        ++seen[p.step * 64 + p.byte];
+        EXPECT_EQ(p.byte / 4 / (16 * bs / size), e / bs) << "lane must stay inside its block";
+      }
+      EXPECT_EQ(std::count(seen.begin(), seen.end(), 1), size);
     }
-    EXPECT_EQ(std::count(seen.begin(), seen.end(), 1), 256);
-  }
+}
+
+TEST(CpuKernelsPack, SuperblocksGrowWithTheBlockAndKeepA256Tail) {
+  EXPECT_EQ(int4SuperSize(16), 256);
+  EXPECT_EQ(int4SuperSize(32), 512);
+  EXPECT_EQ(int4SuperSize(64), 1024);
+  EXPECT_EQ(int4SuperSize(256), 1024);
+  const Int4Layout l{11008, 8, 128, false}; // 10 superblocks of 1024, then 3 of 256
+  EXPECT_EQ(l.fullSupers(), 10);
+  EXPECT_EQ(l.supers(), 13);
+  EXPECT_EQ(l.superOf(10239), 9);
+  EXPECT_EQ(l.superOf(10240), 10);
+  EXPECT_EQ(l.superStart(12), 10752);
+  EXPECT_EQ(l.superSizeOf(12), kInt4Super);
 }
 
 TEST(CpuKernelsInt4, ScalarMatchesPlainMatmulOfDequantizedWeight) {
@@ -196,37 +233,18 @@ TEST(CpuKernelsInt4, SimdMatchesScalar) {
         const Int4Buffer p = packInt4FromMatMulNBits(
             nb.b.data(), nb.scales.data(), asym ? nb.zp.data() : nullptr, s.k, s.n, bs);
         const std::vector<float> a = randomFloats(s.m * s.k, ++seed, -2.f, 2.f);
-        const Reference ref = plainMatmul(a, p.view(), s);
-        for (Compute compute : {Compute::F32, Compute::Int8}) {
-          const std::vector<float> want = run(Isa::Scalar, a, p.view(), s, compute);
-          for (Isa isa : simdIsas()) {
-            const std::vector<float> got = run(isa, a, p.view(), s, compute);
-            for (size_t i = 0; i < got.size(); ++i)
-              ASSERT_NEAR(got[i], want[i], ref.bound[i])
-                  << isaName(isa) << (compute == Compute::Int8 ? " int8" : " f32") << " bs " << bs
-                  << (asym ? " asym" : " sym") << " M " << s.m << " K " << s.k << " N " << s.n
-                  << " i " << i;
-          }
-        }
+        expectSimdMatchesScalar(a, p.view(), s, "bs " + std::to_string(bs) + (asym ? " asym" : " sym"));
       }
 }
 
 TEST(CpuKernelsInt4, OtherBlockSizesOnEveryIsa) {
   for (int bs : {16, 256})
-    for (bool asym : {false, true}) {
-      const Shape s{3, 600, 10};
-      const std::vector<float> w = randomFloats(s.k * s.n, 21), a = randomFloats(s.m * s.k, 22);
-      const Int4Buffer p = packInt4Rtn(w.data(), s.k, s.n, bs, asym);
-      const Reference ref = plainMatmul(a, p.view(), s);
-      for (Compute compute : {Compute::F32, Compute::Int8}) {
-        const std::vector<float> want = run(Isa::Scalar, a, p.view(), s, compute);
-        for (Isa isa : simdIsas()) {
-          const std::vector<float> got = run(isa, a, p.view(), s, compute);
-          for (size_t i = 0; i < got.size(); ++i)
-            ASSERT_NEAR(got[i], want[i], ref.bound[i]) << isaName(isa) << " bs " << bs;
-        }
+    for (bool asym : {false, true})
+      for (Shape s : {Shape{3, 600, 10}, Shape{5, 2300, 9}}) {
+        const std::vector<float> w = randomFloats(s.k * s.n, 21), a = randomFloats(s.m * s.k, 22);
+        const Int4Buffer p = packInt4Rtn(w.data(), s.k, s.n, bs, asym);
+        expectSimdMatchesScalar(a, p.view(), s, "bs " + std::to_string(bs) + (asym ? " asym" : " sym"));
       }
-    }
 }
 
 TEST(CpuKernelsInt4, EpilogueAddsBiasAndResidualInPlace) {

@@ -94,50 +94,48 @@ float *threadScratch(size_t floats) {
   return reinterpret_cast<float *>(buffer.get());
 }
 
-// Element i of block g (L = bs/16 lanes per block) sits in step i / 4L at byte 4gL + i % 4L
-// (int4LanePosition), so each step takes one contiguous run of 4L elements of every block.
+// Element i of block g (L = 16*bs/size lanes per block) sits in step i / 4L at byte 4gL +
+// i % 4L (int4LanePosition), so each step takes one contiguous run of 4L elements of every
+// block.
 void prepareInt4Activations(const float *a, int64_t m, int64_t lda, const Int4Layout &layout,
                             Compute compute, Int4Activations &out) {
-  const int64_t supers = layout.supers(), k = layout.k;
-  const int bs = layout.blockSize, lanes = bs / 16, run = 4 * lanes;
-  out.compute = compute, out.m = m, out.supers = supers;
+  const int64_t k = layout.k;
+  const int bs = layout.blockSize;
+  out.compute = compute, out.m = m, out.supers = layout.supers();
+  out.fullSupers = layout.fullSupers();
+  out.fullUnit = out.unitFloats(layout.superSize()), out.tailUnit = out.unitFloats(kInt4Super);
+  out.rowFloats = out.offset(0, out.supers);
+  out.data.assign(m * out.rowFloats, 0.f);
   // Symmetric layouts have zero point 8 everywhere: the kernels read the sums as zp * sum.
   const float zpFactor = layout.asym ? 1.f : 8.f;
-  if (compute == Compute::F32) {
-    out.unit = Int4Activations::kF32Unit;
-    out.data.assign(m * supers * out.unit, 0.f);
-    for (int64_t row = 0; row < m; ++row)
-      for (int64_t k0 = 0; k0 < k; k0 += bs) {
-        const int len = static_cast<int>(std::min<int64_t>(bs, k - k0));
-        const int64_t s = k0 / kInt4Super;
-        const int g = static_cast<int>(k0 % kInt4Super) / bs;
-        float *f = out.at(row, s), *sum = f + 256;
-        for (int i = 0; i < len; ++i) {
-          const int step = i / run, r = i % run, lane = g * lanes + r / 4;
-          const float v = a[row * lda + k0 + i];
-          f[(8 * (step / 2) + 2 * (r % 4) + step % 2) * 16 + lane] = v;
-          sum[lane] += zpFactor * v;
-        }
-      }
-    return;
-  }
-  out.unit = Int4Activations::kInt8Unit;
-  out.data.assign(m * supers * out.unit, 0.f);
   int8_t block[256];
   for (int64_t row = 0; row < m; ++row)
     for (int64_t k0 = 0; k0 < k; k0 += bs) {
       const int len = static_cast<int>(std::min<int64_t>(bs, k - k0));
+      const int64_t s = layout.superOf(k0);
+      const int size = layout.superSizeOf(s), lanes = 16 * bs / size, run = 4 * lanes;
+      const int g = static_cast<int>(k0 - layout.superStart(s)) / bs;
+      float *unit = out.at(row, s);
+      if (compute == Compute::F32) {
+        float *sum = unit + size;
+        for (int i = 0; i < len; ++i) {
+          const int step = i / run, r = i % run, lane = g * lanes + r / 4;
+          const float v = a[row * lda + k0 + i];
+          unit[(8 * (step / 2) + 2 * (r % 4) + step % 2) * 16 + lane] = v;
+          sum[lane] += zpFactor * v;
+        }
+        continue;
+      }
       std::fill_n(block + len, bs - len, 0);
       const float scale = quantizeInt8(a + row * lda + k0, len, block);
-      const int64_t s = k0 / kInt4Super;
-      const int g = static_cast<int>(k0 % kInt4Super) / bs;
-      float *unit = out.at(row, s), *sc = unit + 64, *sum = unit + 80;
+      float *sc = unit + size / 4, *sum = sc + 16;
       int8_t *q = reinterpret_cast<int8_t *>(unit);
-      for (int step = 0; step < 4; ++step)
+      const int steps = size / 64;
+      for (int step = 0; step < steps; ++step)
         std::memcpy(q + 64 * step + 4 * g * lanes, block + step * run, run);
       for (int l = 0; l < lanes; ++l) {
         int32_t total = 0;
-        for (int step = 0; step < 4; ++step)
+        for (int step = 0; step < steps; ++step)
           for (int i = 0; i < 4; ++i)
             total += block[step * run + 4 * l + i];
         sum[g * lanes + l] = static_cast<float>(total) * scale * zpFactor;

@@ -50,62 +50,102 @@ struct Epilogue {
 
 // ---------------------------------------------------------------- int4 blocked format
 
-/// Elements per superblock: every column's K is cut into superblocks of 256 weights
-/// (K padded with zero weights to a multiple of 256).
+/// The base superblock: K is padded with zero weights to a multiple of 256.
 constexpr int kInt4Super = 256;
+/// The largest superblock (64-byte steps: 16).
+constexpr int kInt4MaxSuper = 1024;
 /// Columns per tile (N padded to a multiple of 8 with zero columns).
 constexpr int kTileCols = 8;
 
-/// One record of the int4 format: 8 columns × 256 weights of one superblock, `G =
-/// 256/BlockSize` blocks per column. `q[c]` holds column c's 256 4-bit values (unsigned,
+/// Weights per superblock for a block size: 16·bs capped at 1024 (256 at block 16, 512 at
+/// block 32, 1024 from block 64). A superblock's 16 lanes each stay inside one block, and the
+/// Int8 kernels convert a lane's int32 dot to float once per superblock, so the larger the
+/// superblock, the fewer float steps per weight. K's last `(K padded to 256) % size` weights
+/// form 256-weight superblocks (the tail), so padding stays below 256.
+constexpr int int4SuperSize(int blockSize) {
+  return 16 * blockSize < kInt4MaxSuper ? 16 * blockSize : kInt4MaxSuper;
+}
+
+/// One record of the int4 format: 8 columns × `Super` weights of one superblock, `G =
+/// Super/BlockSize` blocks per column. `q[c]` holds column c's 4-bit values (unsigned,
 /// 0..15) in the lane order of `int4LanePosition`; `scale[c][g]` and `zp[c][g]` (asymmetric
 /// only; symmetric formats use zero point 8) belong to block g. w = (q - zp) * scale.
-template <int BlockSize, bool Asym> struct Int4Record {
-  static constexpr int kBlocks = kInt4Super / BlockSize;
-  uint8_t q[kTileCols][kInt4Super / 2];
+template <int BlockSize, bool Asym, int Super = int4SuperSize(BlockSize)> struct Int4Record {
+  static constexpr int kBlocks = Super / BlockSize;
+  uint8_t q[kTileCols][Super / 2];
   float scale[kTileCols][kBlocks];
   uint8_t zp[kTileCols][kBlocks];
 };
-template <int BlockSize> struct Int4Record<BlockSize, false> {
-  static constexpr int kBlocks = kInt4Super / BlockSize;
-  uint8_t q[kTileCols][kInt4Super / 2];
+template <int BlockSize, int Super> struct Int4Record<BlockSize, false, Super> {
+  static constexpr int kBlocks = Super / BlockSize;
+  uint8_t q[kTileCols][Super / 2];
   float scale[kTileCols][kBlocks];
 };
-static_assert(sizeof(Int4Record<32, false>) == 1280);
-static_assert(sizeof(Int4Record<32, true>) == 1344);
-static_assert(sizeof(Int4Record<64, false>) == 1152);
-static_assert(sizeof(Int4Record<64, true>) == 1184);
-static_assert(sizeof(Int4Record<128, false>) == 1088);
-static_assert(sizeof(Int4Record<128, true>) == 1104);
+static_assert(sizeof(Int4Record<32, false>) == 2560);
+static_assert(sizeof(Int4Record<32, true>) == 2688);
+static_assert(sizeof(Int4Record<64, false>) == 4608);
+static_assert(sizeof(Int4Record<128, false>) == 4352);
+static_assert(sizeof(Int4Record<128, true>) == 4416);
+static_assert(sizeof(Int4Record<128, false, kInt4Super>) == 1088);
+static_assert(sizeof(Int4Record<32, true, kInt4Super>) == 1344);
 
-/// Where element `e` (0..255) of a superblock sits: step `j` (0..3) of four 64-byte
-/// vectors, byte `p` (0..63) inside it. Byte p feeds 32-bit lane p/4 of a vpdpbusd, and
-/// every lane holds 4 consecutive elements of one block, so a lane's integer sum never
-/// mixes blocks: block g owns lanes [g*L, (g+1)*L), L = BlockSize/16. Nibble storage: step
-/// j lives in chunk j/2 (bytes 64*(j/2) .. +63 of q[c]), low nibble for even j.
+/// Where element `e` (0..size-1) of a superblock of `superSize` weights sits: step `j`
+/// (0..size/64-1) of 64-byte vectors, byte `p` (0..63) inside it. Byte p feeds 32-bit lane
+/// p/4 of a vpdpbusd, and every lane holds 4 consecutive elements of one block per step, so
+/// a lane's integer sum never mixes blocks: block g owns lanes [g*L, (g+1)*L), L =
+/// 16*BlockSize/size. Nibble storage: step j lives in chunk j/2 (bytes 64*(j/2) .. +63 of
+/// q[c]), low nibble for even j.
 struct LanePos {
   int step, byte;
 };
-constexpr LanePos int4LanePosition(int e, int blockSize) {
-  const int lanesPerBlock = blockSize / 16, perStep = 4 * lanesPerBlock;
+constexpr LanePos int4LanePosition(int e, int blockSize, int superSize) {
+  const int lanesPerBlock = 16 * blockSize / superSize, perStep = 4 * lanesPerBlock;
   const int g = e / blockSize, inBlock = e % blockSize;
   const int r = inBlock % perStep;
   return {inBlock / perStep, 4 * (g * lanesPerBlock + r / 4) + r % 4};
 }
 
-/// Shape of a packed int4 weight for C[M,N] = A[M,K] · W[K,N].
+/// Shape of a packed int4 weight for C[M,N] = A[M,K] · W[K,N]. Per column, K (padded to 256)
+/// is cut into `fullSupers()` superblocks of `superSize()` weights, then the rest into
+/// 256-weight superblocks.
 struct Int4Layout {
   int64_t k = 0, n = 0;
   int blockSize = 32; ///< 16, 32, 64, 128 or 256
   bool asym = false;  ///< zero points stored (else zp = 8)
 
-  LLMOPT_KERNEL_INLINE int64_t supers() const { return (k + kInt4Super - 1) / kInt4Super; }
-  LLMOPT_KERNEL_INLINE int64_t tiles() const { return (n + kTileCols - 1) / kTileCols; }
-  LLMOPT_KERNEL_INLINE int blocksPerSuper() const { return kInt4Super / blockSize; }
-  LLMOPT_KERNEL_INLINE size_t recordBytes() const {
-    return kTileCols * (kInt4Super / 2 + blocksPerSuper() * (4 + (asym ? 1 : 0)));
+  LLMOPT_KERNEL_INLINE int superSize() const { return int4SuperSize(blockSize); }
+  LLMOPT_KERNEL_INLINE int64_t paddedK() const {
+    return (k + kInt4Super - 1) / kInt4Super * kInt4Super;
   }
-  LLMOPT_KERNEL_INLINE size_t bytes() const { return recordBytes() * static_cast<size_t>(supers() * tiles()); }
+  LLMOPT_KERNEL_INLINE int64_t fullSupers() const { return paddedK() / superSize(); }
+  LLMOPT_KERNEL_INLINE int64_t supers() const {
+    return fullSupers() + paddedK() % superSize() / kInt4Super;
+  }
+  /// Weights in superblock s, and the first K it holds.
+  LLMOPT_KERNEL_INLINE int superSizeOf(int64_t s) const {
+    return s < fullSupers() ? superSize() : kInt4Super;
+  }
+  LLMOPT_KERNEL_INLINE int64_t superStart(int64_t s) const {
+    const int64_t full = fullSupers();
+    return s <= full ? s * superSize() : full * superSize() + (s - full) * kInt4Super;
+  }
+  /// The superblock that holds k.
+  LLMOPT_KERNEL_INLINE int64_t superOf(int64_t k0) const {
+    const int64_t full = fullSupers(), fullK = full * superSize();
+    return k0 < fullK ? k0 / superSize() : full + (k0 - fullK) / kInt4Super;
+  }
+  LLMOPT_KERNEL_INLINE int64_t tiles() const { return (n + kTileCols - 1) / kTileCols; }
+  /// Bytes of one record of a superblock of `size` weights.
+  LLMOPT_KERNEL_INLINE size_t recordBytes(int size) const {
+    return kTileCols * (size / 2 + size / blockSize * (4 + (asym ? 1 : 0)));
+  }
+  LLMOPT_KERNEL_INLINE size_t recordOffset(int64_t s) const {
+    const int64_t full = fullSupers();
+    return s <= full ? s * recordBytes(superSize())
+                     : full * recordBytes(superSize()) + (s - full) * recordBytes(kInt4Super);
+  }
+  LLMOPT_KERNEL_INLINE size_t tileBytes() const { return recordOffset(supers()); }
+  LLMOPT_KERNEL_INLINE size_t bytes() const { return tileBytes() * static_cast<size_t>(tiles()); }
 };
 
 /// A packed int4 weight: records ordered tile-major (all superblocks of tile 0, then tile
@@ -114,7 +154,7 @@ struct Int4Weights {
   Int4Layout layout;
   const uint8_t *data = nullptr;
   LLMOPT_KERNEL_INLINE const uint8_t *record(int64_t tile, int64_t super) const {
-    return data + (tile * layout.supers() + super) * layout.recordBytes();
+    return data + tile * layout.tileBytes() + layout.recordOffset(super);
   }
 };
 
@@ -148,7 +188,7 @@ struct Int4Element {
   float scale;
 };
 Int4Element int4Element(const Int4Weights &w, int64_t k, int64_t n);
-/// Dequantized element W[k,n] = (q - zp) * scale, for k < supers()*256 and n < tiles()*8
+/// Dequantized element W[k,n] = (q - zp) * scale, for k < paddedK() and n < tiles()*8
 /// (padding past K meets zero activations; padded columns have scale 0).
 float int4Weight(const Int4Weights &w, int64_t k, int64_t n);
 

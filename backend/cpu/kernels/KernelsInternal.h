@@ -9,35 +9,44 @@
 namespace llmopt::cpu::detail {
 
 /// A[M,K] rearranged once per call into the int4 format's lane order (see
-/// `int4LanePosition`). One contiguous unit per row and superblock, so a kernel keeps one
-/// pointer per row:
-///  - Int8 (384 bytes): 256 int8 values (four 64-byte step vectors), 16 floats `scale`
-///    (lane l holds its block's activation scale), 16 floats `sum` (lane l: the sum of the
-///    16 int8 values that feed lane l times that scale, for the zero-point term).
+/// `int4LanePosition`). One contiguous unit per row and superblock (of `size` weights: the
+/// layout's superblock size, or 256 in the tail), so a kernel keeps one pointer per row:
+///  - Int8 (size + 128 bytes): size int8 values (size/64 step vectors of 64 bytes), 16
+///    floats `scale` (lane l holds its block's activation scale), 16 floats `sum` (lane l:
+///    the sum of the int8 values that feed lane l times that scale, for the zero-point term).
 ///    For a symmetric layout (zero point 8 everywhere) the sums are stored times 8.
-///  - F32 (1088 bytes): 256 floats as 16 vectors of 16 lanes, vector v = 8*chunk + 2*byte +
-///    nibble (the order in which SIMD code shifts nibbles out of 32-bit words), then 16
-///    floats `sum` (lane sums of those activations; times 8 for a symmetric layout).
+///  - F32 (4 * size + 64 bytes): size floats as size/16 vectors of 16 lanes, vector v =
+///    8*chunk + 2*byte + nibble (the order in which SIMD code shifts nibbles out of 32-bit
+///    words), then 16 floats `sum` (lane sums of those activations; times 8 for a
+///    symmetric layout).
 struct Int4Activations {
-  static constexpr int64_t kInt8Unit = 96, kF32Unit = 272; ///< floats per unit
   Compute compute = Compute::F32;
-  int64_t m = 0, supers = 0, unit = kInt8Unit;
+  int64_t m = 0, supers = 0, fullSupers = 0;
+  int64_t fullUnit = 0, tailUnit = 0, rowFloats = 0; ///< floats per unit / per row
   std::vector<float> data;
-  LLMOPT_KERNEL_INLINE float *at(int64_t row, int64_t s) {
-    return data.data() + (row * supers + s) * unit;
+  /// Floats in the unit of a superblock of `size` weights.
+  LLMOPT_KERNEL_INLINE int64_t unitFloats(int size) const {
+    return compute == Compute::Int8 ? size / 4 + 32 : size + 16;
   }
+  LLMOPT_KERNEL_INLINE int64_t offset(int64_t row, int64_t s) const {
+    const int64_t inRow =
+        s <= fullSupers ? s * fullUnit : fullSupers * fullUnit + (s - fullSupers) * tailUnit;
+    return row * rowFloats + inRow;
+  }
+  LLMOPT_KERNEL_INLINE float *at(int64_t row, int64_t s) { return data.data() + offset(row, s); }
   LLMOPT_KERNEL_INLINE const float *at(int64_t row, int64_t s) const {
-    return data.data() + (row * supers + s) * unit;
+    return data.data() + offset(row, s);
   }
   LLMOPT_KERNEL_INLINE const int8_t *qAt(int64_t row, int64_t s) const {
     return reinterpret_cast<const int8_t *>(at(row, s));
   }
   LLMOPT_KERNEL_INLINE const float *fAt(int64_t row, int64_t s) const { return at(row, s); }
-  LLMOPT_KERNEL_INLINE const float *scaleAt(int64_t row, int64_t s) const {
-    return at(row, s) + 64;
+  /// Lane scales and lane sums of a unit of `size` weights.
+  LLMOPT_KERNEL_INLINE const float *scaleAt(int64_t row, int64_t s, int size) const {
+    return at(row, s) + size / 4;
   }
-  LLMOPT_KERNEL_INLINE const float *sumAt(int64_t row, int64_t s) const {
-    return at(row, s) + (unit == kInt8Unit ? 80 : 256);
+  LLMOPT_KERNEL_INLINE const float *sumAt(int64_t row, int64_t s, int size) const {
+    return at(row, s) + (compute == Compute::Int8 ? size / 4 + 16 : size);
   }
 };
 
@@ -109,6 +118,21 @@ template <class Variant> void dispatchInt4(const Int4Job &job, int64_t tb, int64
                 : byBlock.template operator()<true, false>();
   return int8 ? byBlock.template operator()<false, true>()
               : byBlock.template operator()<false, false>();
+}
+
+/// Runs body<S, L>(s, rec) over a tile's superblocks in K order: the full ones (S =
+/// int4SuperSize(bs) weights, L = 16*bs/S lanes per block), then the 256-weight tail (L = LB).
+template <int LB, class Body>
+LLMOPT_KERNEL_INLINE void forEachSuper(const Int4Layout &l, const uint8_t *rec, Body &&body) {
+  constexpr int S = int4SuperSize(16 * LB);
+  const int64_t full = l.fullSupers(), supers = l.supers();
+  const size_t fullBytes = l.recordBytes(S), tailBytes = l.recordBytes(kInt4Super);
+  int64_t s = 0;
+  for (; s < full; ++s, rec += fullBytes)
+    body.template operator()<S, 256 * LB / S>(s, rec);
+  if constexpr (S != kInt4Super)
+    for (; s < supers; ++s, rec += tailBytes)
+      body.template operator()<kInt4Super, LB>(s, rec);
 }
 } // namespace
 

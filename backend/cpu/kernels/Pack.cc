@@ -36,16 +36,16 @@ AlignedBytes allocateAligned(size_t bytes) {
 
 namespace {
 
-// Field offsets inside one int4 record (see Int4Record).
-size_t scaleOffset(const Int4Layout &l, int col, int g) {
-  return kTileCols * kInt4Super / 2 + (col * l.blocksPerSuper() + g) * sizeof(float);
+// Field offsets inside one record of a superblock of `size` weights (see Int4Record).
+size_t scaleOffset(const Int4Layout &l, int size, int col, int g) {
+  return kTileCols * size / 2 + (col * (size / l.blockSize) + g) * sizeof(float);
 }
-size_t zpOffset(const Int4Layout &l, int col, int g) {
-  return kTileCols * (kInt4Super / 2 + l.blocksPerSuper() * sizeof(float)) +
-         col * l.blocksPerSuper() + g;
+size_t zpOffset(const Int4Layout &l, int size, int col, int g) {
+  const int blocks = size / l.blockSize;
+  return kTileCols * (size / 2 + blocks * sizeof(float)) + col * blocks + g;
 }
-size_t nibbleByte(int col, LanePos pos) {
-  return col * (kInt4Super / 2) + (pos.step / 2) * 64 + pos.byte;
+size_t nibbleByte(int size, int col, LanePos pos) {
+  return col * (size / 2) + (pos.step / 2) * 64 + pos.byte;
 }
 
 bool validBlock(int bs) { return bs == 16 || bs == 32 || bs == 64 || bs == 128 || bs == 256; }
@@ -53,17 +53,19 @@ bool validBlock(int bs) { return bs == 16 || bs == 32 || bs == 64 || bs == 128 |
 // Writes one column's block: q[e] for e < bs (0..15), scale, zero point.
 void storeBlock(uint8_t *data, const Int4Layout &l, int64_t n, int64_t block, const uint8_t *q,
                 float scale, uint8_t zp) {
-  const int64_t tile = n / kTileCols, super = block / l.blocksPerSuper();
-  const int col = static_cast<int>(n % kTileCols), g = static_cast<int>(block % l.blocksPerSuper());
-  uint8_t *rec = data + (tile * l.supers() + super) * l.recordBytes();
+  const int64_t k0 = block * l.blockSize, super = l.superOf(k0);
+  const int size = l.superSizeOf(super);
+  const int col = static_cast<int>(n % kTileCols);
+  const int g = static_cast<int>(k0 - l.superStart(super)) / l.blockSize;
+  uint8_t *rec = data + (n / kTileCols) * l.tileBytes() + l.recordOffset(super);
   for (int e = 0; e < l.blockSize; ++e) {
-    const LanePos pos = int4LanePosition(g * l.blockSize + e, l.blockSize);
-    uint8_t &byte = rec[nibbleByte(col, pos)];
+    const LanePos pos = int4LanePosition(g * l.blockSize + e, l.blockSize, size);
+    uint8_t &byte = rec[nibbleByte(size, col, pos)];
     byte |= static_cast<uint8_t>((q[e] & 0xF) << (pos.step % 2 * 4));
   }
-  std::memcpy(rec + scaleOffset(l, col, g), &scale, sizeof(float));
+  std::memcpy(rec + scaleOffset(l, size, col, g), &scale, sizeof(float));
   if (l.asym)
-    rec[zpOffset(l, col, g)] = zp;
+    rec[zpOffset(l, size, col, g)] = zp;
 }
 
 Int4Buffer emptyInt4(int64_t k, int64_t n, int blockSize, bool asym) {
@@ -130,16 +132,17 @@ Int4Buffer packInt4Rtn(const float *w, int64_t k, int64_t n, int blockSize, bool
 
 Int4Element int4Element(const Int4Weights &w, int64_t k, int64_t n) {
   const Int4Layout &l = w.layout;
-  assert(k >= 0 && n >= 0 && k < l.supers() * kInt4Super && n < l.tiles() * kTileCols);
-  const int64_t super = k / kInt4Super;
-  const int e = static_cast<int>(k % kInt4Super), g = e / l.blockSize;
+  assert(k >= 0 && n >= 0 && k < l.paddedK() && n < l.tiles() * kTileCols);
+  const int64_t super = l.superOf(k);
+  const int size = l.superSizeOf(super);
+  const int e = static_cast<int>(k - l.superStart(super)), g = e / l.blockSize;
   const int col = static_cast<int>(n % kTileCols);
   const uint8_t *rec = w.record(n / kTileCols, super);
-  const LanePos pos = int4LanePosition(e, l.blockSize);
-  const int q = (rec[nibbleByte(col, pos)] >> (pos.step % 2 * 4)) & 0xF;
-  const int zp = l.asym ? rec[zpOffset(l, col, g)] : 8;
+  const LanePos pos = int4LanePosition(e, l.blockSize, size);
+  const int q = (rec[nibbleByte(size, col, pos)] >> (pos.step % 2 * 4)) & 0xF;
+  const int zp = l.asym ? rec[zpOffset(l, size, col, g)] : 8;
   float scale;
-  std::memcpy(&scale, rec + scaleOffset(l, col, g), sizeof(float));
+  std::memcpy(&scale, rec + scaleOffset(l, size, col, g), sizeof(float));
   return {q, zp, scale};
 }
 

@@ -2,7 +2,8 @@
 // detectedIsa() reports them. Same structure as the AVX-512 variant with each 16-lane
 // vector split into two 8-lane halves; both halves add into one accumulator per output.
 // Int8 dots use maddubs: four steps of u8 nibbles (<= 15) × s8 activations (|a| <= 127)
-// sum to at most 15240 per i16 lane, so they are added before one madd to 32 bits.
+// sum to at most 15240 per i16 lane, so they are added before one madd to 32 bits; the
+// float step comes once per superblock (up to 1024 weights).
 #include <immintrin.h>
 
 #include <cstring>
@@ -12,7 +13,12 @@
 namespace llmopt::cpu::detail::avx2 {
 namespace {
 
-constexpr size_t kScaleOffset = kTileCols * kInt4Super / 2;
+// A GEMV streams its weights: fetch whole records ahead, as far as 8 256-weight records.
+LLMOPT_KERNEL_INLINE void prefetchRecord(const Int4Layout &l, const uint8_t *rec, size_t bytes) {
+  const uint8_t *ahead = rec + 8 * l.recordBytes(kInt4Super);
+  for (size_t line = 0; line < bytes; line += 64)
+    _mm_prefetch(reinterpret_cast<const char *>(ahead) + line, _MM_HINT_T1);
+}
 
 float hsum(__m256 v) {
   const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -55,16 +61,18 @@ void storeTile(const Int4Job &job, int64_t tile, int64_t row0, int col0, const _
                   tile * kTileCols + col0 + cc, hsum(tot[r][cc]));
 }
 
-template <int LB, bool Asym> struct Column {
+// Column col's scales (and zero points) in a record of S weights, L lanes per block.
+template <int L, bool Asym, int S> struct Column {
   __m256 scale[2], zp[2];
   Column(const uint8_t *rec, int col) {
-    constexpr int G = 16 / LB;
+    constexpr int G = 16 / L;
+    constexpr size_t kScaleOffset = kTileCols * S / 2;
     const float *s = reinterpret_cast<const float *>(rec + kScaleOffset) + col * G;
     const uint8_t *z = rec + kScaleOffset + kTileCols * G * sizeof(float) + col * G;
     for (int h = 0; h < 2; ++h) {
-      scale[h] = expandScales<LB>(s, h);
+      scale[h] = expandScales<L>(s, h);
       if constexpr (Asym)
-        zp[h] = expandZeroPoints<LB>(z, h);
+        zp[h] = expandZeroPoints<L>(z, h);
     }
   }
   // zp * lane_sum(a): the prepared sums of a symmetric layout already carry the factor 8.
@@ -78,87 +86,102 @@ template <int LB, bool Asym> struct Column {
 template <int LB, bool Asym, int MR, int NC>
 void int8Kernel(const Int4Job &job, int64_t tile, int64_t row0, int col0) {
   const Int4Activations &act = *job.act;
-  const int64_t supers = act.supers;
-  const size_t recBytes = job.w.layout.recordBytes();
+  const Int4Layout &l = job.w.layout;
   const __m256i low = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
   __m256 tot[MR][NC] = {};
-  const uint8_t *rec = job.w.record(tile, 0);
-  for (int64_t s = 0; s < supers; ++s, rec += recBytes) {
-    if constexpr (MR == 1) // a GEMV streams its weights: fetch whole records ahead
-      for (size_t line = 0; line < recBytes; line += 64)
-        _mm_prefetch(reinterpret_cast<const char *>(rec + 8 * recBytes) + line, _MM_HINT_T0);
+  forEachSuper<LB>(l, job.w.record(tile, 0), [&]<int S, int L>(int64_t s, const uint8_t *rec) {
+    if constexpr (MR == 1)
+      prefetchRecord(l, rec, l.recordBytes(S));
+    const int8_t *a[MR];
+    for (int r = 0; r < MR; ++r)
+      a[r] = act.qAt(row0 + r, s);
 #pragma GCC unroll 8
     for (int cc = 0; cc < NC; ++cc) {
-      const uint8_t *q = rec + (col0 + cc) * (kInt4Super / 2);
-      const Column<LB, Asym> col(rec, col0 + cc);
+      const uint8_t *q = rec + (col0 + cc) * (S / 2);
+      const Column<L, Asym, S> col(rec, col0 + cc);
       for (int h = 0; h < 2; ++h) {
-        const __m256i c0 = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(q + 32 * h));
-        const __m256i c1 = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(q + 64 + 32 * h));
-        const __m256i v[4] = {_mm256_and_si256(c0, low),
-                              _mm256_and_si256(_mm256_srli_epi16(c0, 4), low),
-                              _mm256_and_si256(c1, low),
-                              _mm256_and_si256(_mm256_srli_epi16(c1, 4), low)};
+        __m256i d[MR];
+        for (auto &x : d)
+          x = _mm256_setzero_si256();
 #pragma GCC unroll 4
-        for (int r = 0; r < MR; ++r) {
-          const int8_t *a = act.qAt(row0 + r, s) + 32 * h;
-          __m256i p16 = _mm256_setzero_si256();
-          for (int j = 0; j < 4; ++j)
-            p16 = _mm256_add_epi16(p16, _mm256_maddubs_epi16(v[j], _mm256_loadu_si256(
-                                                  reinterpret_cast<const __m256i *>(a + 64 * j))));
-          const __m256 d = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones));
-          const __m256 zpSum = col.zeroPointTerm(h, _mm256_loadu_ps(act.sumAt(row0 + r, s) + 8 * h));
-          const __m256 t =
-              _mm256_fmsub_ps(d, _mm256_loadu_ps(act.scaleAt(row0 + r, s) + 8 * h), zpSum);
-          tot[r][cc] = _mm256_fmadd_ps(t, col.scale[h], tot[r][cc]);
-        }
-      }
-    }
-  }
-  storeTile<MR, NC>(job, tile, row0, col0, tot);
-}
-
-template <int LB, bool Asym, int MR, int NC>
-void f32Kernel(const Int4Job &job, int64_t tile, int64_t row0, int col0) {
-  const Int4Activations &act = *job.act;
-  const int64_t supers = act.supers;
-  const size_t recBytes = job.w.layout.recordBytes();
-  const __m256i low = _mm256_set1_epi32(0xF);
-  __m256 tot[MR][NC] = {};
-  const uint8_t *rec = job.w.record(tile, 0);
-  for (int64_t s = 0; s < supers; ++s, rec += recBytes) {
-    if constexpr (MR == 1) // a GEMV streams its weights: fetch whole records ahead
-      for (size_t line = 0; line < recBytes; line += 64)
-        _mm_prefetch(reinterpret_cast<const char *>(rec + 8 * recBytes) + line, _MM_HINT_T0);
-#pragma GCC unroll 8
-    for (int cc = 0; cc < NC; ++cc) {
-      const uint8_t *q = rec + (col0 + cc) * (kInt4Super / 2);
-      const Column<LB, Asym> col(rec, col0 + cc);
-      for (int h = 0; h < 2; ++h) {
-        __m256 acc[MR];
-        for (auto &x : acc)
-          x = _mm256_setzero_ps();
-        for (int chunk = 0; chunk < 2; ++chunk) {
-          const __m256i x =
-              _mm256_loadu_si256(reinterpret_cast<const __m256i *>(q + 64 * chunk + 32 * h));
-#pragma GCC unroll 8
-          for (int v = 0; v < 8; ++v) {
-            const int shift = 8 * (v / 2) + 4 * (v % 2);
-            const __m256 w = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(x, shift), low));
+        for (int quad = 0; quad < S / 256; ++quad) { // 4 steps: i16 sums cannot overflow
+          const uint8_t *p = q + 128 * quad + 32 * h;
+          const __m256i c0 = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(p));
+          const __m256i c1 = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(p + 64));
+          const __m256i v[4] = {_mm256_and_si256(c0, low),
+                                _mm256_and_si256(_mm256_srli_epi16(c0, 4), low),
+                                _mm256_and_si256(c1, low),
+                                _mm256_and_si256(_mm256_srli_epi16(c1, 4), low)};
 #pragma GCC unroll 4
-            for (int r = 0; r < MR; ++r)
-              acc[r] = _mm256_fmadd_ps(
-                  w, _mm256_loadu_ps(act.fAt(row0 + r, s) + (8 * chunk + v) * 16 + 8 * h), acc[r]);
+          for (int r = 0; r < MR; ++r) {
+            const int8_t *x = a[r] + 256 * quad + 32 * h;
+            __m256i p16 = _mm256_setzero_si256();
+            for (int j = 0; j < 4; ++j)
+              p16 = _mm256_add_epi16(p16, _mm256_maddubs_epi16(v[j], _mm256_loadu_si256(
+                                                    reinterpret_cast<const __m256i *>(x + 64 * j))));
+            d[r] = _mm256_add_epi32(d[r], _mm256_madd_epi16(p16, ones));
           }
         }
 #pragma GCC unroll 4
         for (int r = 0; r < MR; ++r) {
-          const __m256 t = _mm256_sub_ps(
-              acc[r], col.zeroPointTerm(h, _mm256_loadu_ps(act.sumAt(row0 + r, s) + 8 * h)));
+          const __m256 zpSum =
+              col.zeroPointTerm(h, _mm256_loadu_ps(act.sumAt(row0 + r, s, S) + 8 * h));
+          const __m256 aScale = _mm256_loadu_ps(act.scaleAt(row0 + r, s, S) + 8 * h);
+          const __m256 t = _mm256_fmsub_ps(_mm256_cvtepi32_ps(d[r]), aScale, zpSum);
           tot[r][cc] = _mm256_fmadd_ps(t, col.scale[h], tot[r][cc]);
         }
       }
     }
-  }
+  });
+  storeTile<MR, NC>(job, tile, row0, col0, tot);
+}
+
+// F32: every 256 weights tot += sum(q*a) * w_scale, once per superblock
+// tot -= zp * lane_sum(a) * w_scale.
+template <int LB, bool Asym, int MR, int NC>
+void f32Kernel(const Int4Job &job, int64_t tile, int64_t row0, int col0) {
+  const Int4Activations &act = *job.act;
+  const Int4Layout &l = job.w.layout;
+  const __m256i low = _mm256_set1_epi32(0xF);
+  __m256 tot[MR][NC] = {};
+  forEachSuper<LB>(l, job.w.record(tile, 0), [&]<int S, int L>(int64_t s, const uint8_t *rec) {
+    if constexpr (MR == 1)
+      prefetchRecord(l, rec, l.recordBytes(S));
+#pragma GCC unroll 8
+    for (int cc = 0; cc < NC; ++cc) {
+      const uint8_t *q = rec + (col0 + cc) * (S / 2);
+      const Column<L, Asym, S> col(rec, col0 + cc);
+      for (int h = 0; h < 2; ++h) {
+        for (int pair = 0; pair < S / 256; ++pair) {
+          __m256 acc[MR];
+          for (auto &x : acc)
+            x = _mm256_setzero_ps();
+          for (int half = 0; half < 2; ++half) {
+            const int chunk = 2 * pair + half;
+            const __m256i x =
+                _mm256_loadu_si256(reinterpret_cast<const __m256i *>(q + 64 * chunk + 32 * h));
+#pragma GCC unroll 8
+            for (int v = 0; v < 8; ++v) {
+              const int shift = 8 * (v / 2) + 4 * (v % 2);
+              const __m256 w = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(x, shift), low));
+#pragma GCC unroll 4
+              for (int r = 0; r < MR; ++r)
+                acc[r] = _mm256_fmadd_ps(
+                    w, _mm256_loadu_ps(act.fAt(row0 + r, s) + (8 * chunk + v) * 16 + 8 * h), acc[r]);
+            }
+          }
+#pragma GCC unroll 4
+          for (int r = 0; r < MR; ++r)
+            tot[r][cc] = _mm256_fmadd_ps(acc[r], col.scale[h], tot[r][cc]);
+        }
+#pragma GCC unroll 4
+        for (int r = 0; r < MR; ++r)
+          tot[r][cc] = _mm256_fnmadd_ps(
+              col.zeroPointTerm(h, _mm256_loadu_ps(act.sumAt(row0 + r, s, S) + 8 * h)),
+              col.scale[h], tot[r][cc]);
+      }
+    }
+  });
   storeTile<MR, NC>(job, tile, row0, col0, tot);
 }
 
