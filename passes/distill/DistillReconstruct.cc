@@ -6,6 +6,7 @@
 #include <chrono>
 #include <map>
 #include <set>
+#include <tuple>
 #include <unordered_map>
 
 #include <fmt/format.h>
@@ -18,6 +19,7 @@
 #include "passes/calib/Calibration.h"
 #include "passes/distill/DistillCommon.h"
 #include "passes/distill/ReconstructSolve.h"
+#include "passes/quant/Gptq.h"
 
 namespace llmopt {
 
@@ -30,8 +32,20 @@ constexpr const char *kPass = "distill-reconstruct";
 struct Target {
   Value *ws = nullptr, *xs = nullptr, *bs = nullptr;
   const Value *wt = nullptr, *xt = nullptr, *bt = nullptr;
+  /// residual: the stream the layer's output is added to, in the model and the teacher.
+  const Value *rs = nullptr, *rt = nullptr;
   int stage = 0;
 };
+
+/// The activations one set of normal equations is summed over: the inputs (q, k, v share
+/// theirs) and, with the residual correction, the streams.
+struct SumKey {
+  const Value *xs, *xt, *rs, *rt;
+  bool operator<(const SumKey &o) const {
+    return std::tie(xs, xt, rs, rt) < std::tie(o.xs, o.xt, o.rs, o.rt);
+  }
+};
+SumKey keyOf(const Target &t) { return {t.xs, t.xt, t.rs, t.rt}; }
 
 /// MatMul(x, w) is w's only reader, x not constant: the MatMul, else null.
 Node *soleMatMul(const Value *w) {
@@ -55,6 +69,24 @@ Value *biasOf(const Node *mm) {
                  b->uses().size() == 1
              ? b
              : nullptr;
+}
+
+/// The residual stream r of Add(r, MatMul) or Add(r, Add(MatMul, b)) (b a constant bias),
+/// r not constant; else null.
+const Value *residualOf(const Node *mm) {
+  const Value *y = mm->output();
+  for (int hop = 0; hop < 2; ++hop) {
+    if (y->uses().size() != 1 || !y->uses()[0].user->is(OpKind::Add))
+      return nullptr;
+    const Node *add = y->uses()[0].user;
+    const Value *other = add->input(add->input(0) == y ? 1 : 0);
+    if (!other)
+      return nullptr;
+    if (!other->isConstant())
+      return other;
+    y = add->output(); // the bias Add: the residual may come next
+  }
+  return nullptr;
 }
 
 Expected<RowMatrixF> denseWeight(const Value *w) {
@@ -102,7 +134,8 @@ Expected<std::vector<int64_t>> matchColumns(const RowMatrixF &ws, const RowMatri
 /// The targets (every linear layer when `chosen` is null, else the chosen weights) in
 /// topological order, each with its stage: 1 + the
 /// largest stage of a target its input depends on.
-Expected<std::vector<Target>> findTargets(Model &m, Model &teacher, const std::set<const Value *> *chosen) {
+Expected<std::vector<Target>> findTargets(Model &m, Model &teacher, const std::set<const Value *> *chosen,
+                                          bool residual) {
   LLMOPT_ASSIGN_OR_RETURN(std::vector<Node *> order, topologicalOrder(m.graph()));
   std::unordered_map<const Node *, int> level; // stages of targets the node's outputs depend on
   std::vector<Target> out;
@@ -129,6 +162,12 @@ Expected<std::vector<Target>> findTargets(Model &m, Model &teacher, const std::s
                     "model this one was compressed from?)", kPass, w->name());
     t.xt = tm->input(0);
     t.bt = biasOf(tm);
+    if (residual) {
+      t.rs = residualOf(n);
+      t.rt = residualOf(tm);
+      if (!t.rs || !t.rt || w->constant()->shape()[1] != t.wt->constant()->shape()[1])
+        t.rs = t.rt = nullptr; // not added to a stream (q, k, v, gate, up), or widths differ
+    }
     out.push_back(t);
   }
   return out;
@@ -180,14 +219,21 @@ Status fillTeacherCache(TeacherCache &c, int from, int stages, const std::vector
   for (; to < stages; ++to) {
     double more = 0;
     for (const Target &t : targets)
-      if (t.stage == to && !want.count(t.xt))
-        more += tokens * static_cast<double>(t.wt->constant()->shape()[0]) * sizeof(float);
+      if (t.stage == to) {
+        if (!want.count(t.xt))
+          more += tokens * static_cast<double>(t.wt->constant()->shape()[0]) * sizeof(float);
+        if (t.rt && !want.count(t.rt))
+          more += tokens * static_cast<double>(t.wt->constant()->shape()[1]) * sizeof(float);
+      }
     if (to > from && bytes + more > budget)
       break;
     bytes += more;
     for (const Target &t : targets)
-      if (t.stage == to)
+      if (t.stage == to) {
         want.insert(t.xt);
+        if (t.rt)
+          want.insert(t.rt);
+      }
   }
   c.windows.clear(); // free the previous group first
   for (const auto &ids : windows) {
@@ -217,8 +263,20 @@ Expected<distill::FitResult> refit(const Target &t, const std::vector<distill::N
   if (quantized) {
     const Tensor &q = *t.ws->constant();
     const QuantEncoding &enc = *t.ws->type().quant;
-    LLMOPT_ASSIGN_OR_RETURN(nw, quant::quantizeWithParams(nw, enc, quant::storedParams(q, enc),
-                                                   q.zeroPoints && q.zeroPoints->dtype() == DType::F32));
+    const std::vector<quant::BlockParams> grid = quant::storedParams(q, enc);
+    const bool floatZp = q.zeroPoints && q.zeroPoints->dtype() == DType::F32;
+    if (o.gptqRound && enc.axis == 0 && enc.blockSize > 0) {
+      // GPTQ onto the stored grid with H = Xs^T Xs (all rows): keeps Xs Q near Xs W*.
+      const std::vector<double> h(ne.ss.data(), ne.ss.data() + ne.ss.size()); // symmetric
+      quantpass::GptqOptions go;
+      go.measure = false;
+      LLMOPT_ASSIGN_OR_RETURN(quantpass::GptqFactor f, quantpass::gptqFactor(h, ws.rows(), go));
+      LLMOPT_ASSIGN_OR_RETURN(quantpass::GptqResult r,
+                              quantpass::gptqQuantizeOnGrid(nw, f, h, enc, go, grid, floatZp));
+      nw = std::move(r.quantized);
+    } else {
+      LLMOPT_ASSIGN_OR_RETURN(nw, quant::quantizeWithParams(nw, enc, grid, floatZp));
+    }
     LLMOPT_ASSIGN_OR_RETURN(Tensor back, quant::dequantize(nw, enc));
     ws = Eigen::Map<const RowMatrixF>(back.view<float>().data(), ws.rows(), ws.cols());
     fit.errorAfter = distill::relativeError(ne, wt, ws);
@@ -226,9 +284,10 @@ Expected<distill::FitResult> refit(const Target &t, const std::vector<distill::N
   t.ws->setConstant(std::make_shared<Tensor>(std::move(nw)));
   if (o.bias && t.bs && t.bt && t.bs->constant()->numel() == ws.cols()) {
     const std::vector<float> bt = t.bt->constant()->toFloats();
-    const Eigen::VectorXd shift =
-        (wt.cast<double>().transpose() * ne.sumT - ws.cast<double>().transpose() * ne.sumS) /
-        static_cast<double>(ne.rows);
+    Eigen::VectorXd shift = wt.cast<double>().transpose() * ne.sumT - ws.cast<double>().transpose() * ne.sumS;
+    if (ne.nd > 0)
+      shift += ne.sumD;
+    shift /= static_cast<double>(ne.rows);
     std::vector<float> b(static_cast<size_t>(ws.cols()));
     for (int64_t j = 0; j < ws.cols(); ++j)
       b[static_cast<size_t>(j)] = bt[static_cast<size_t>(map[static_cast<size_t>(j)])] + static_cast<float>(shift(j));
@@ -258,6 +317,12 @@ Expected<DistillReconstructOptions> parseDistillReconstructOptions(const PassOpt
   }
   LLMOPT_ASSIGN_OR_RETURN(o.bias, r.getFlag("bias", true));
   LLMOPT_ASSIGN_OR_RETURN(o.dense, r.getFlag("dense", false));
+  LLMOPT_ASSIGN_OR_RETURN(o.residual, r.getFlag("residual", false));
+  LLMOPT_ASSIGN_OR_RETURN(std::string round, r.getString("round", "gptq"));
+  if (round != "gptq" && round != "rtn")
+    return errorf("pass '{}': option 'round' has value '{}', expected gptq or rtn (how a refit "
+                  "quantized weight goes back onto its grid)", kPass, round);
+  o.gptqRound = round == "gptq";
   LLMOPT_RETURN_IF_ERROR(r.finish());
   if (o.teacher.empty())
     return errorf("pass '{}': option 'teacher' is required: the uncompressed model to fit to "
@@ -285,7 +350,7 @@ Expected<PreservedAnalyses> DistillReconstructPass::run(Model &m, AnalysisManage
         chosen.insert(b.weights.begin(), b.weights.end());
   }
   LLMOPT_ASSIGN_OR_RETURN(std::vector<Target> targets,
-                          findTargets(m, **teacher, opts_.allLayers ? nullptr : &chosen));
+                          findTargets(m, **teacher, opts_.allLayers ? nullptr : &chosen, opts_.residual));
   if (targets.empty())
     return errorf("pass '{}': no linear layer (MatMul with a constant 2-D weight read by it alone) "
                   "{}", kPass, opts_.allLayers ? "in the model" : "in blocks " + distill::joinInts(opts_.layers));
@@ -302,32 +367,47 @@ Expected<PreservedAnalyses> DistillReconstructPass::run(Model &m, AnalysisManage
                                               static_cast<double>(ctx.calibMemoryMiB) * 1024 * 1024,
                                               ctx.threads));
     std::set<const Value *> wantS;
-    std::set<std::pair<const Value *, const Value *>> pairs; // q, k, v share one
+    std::set<SumKey> keys; // q, k, v share one
     for (const Target &t : targets)
       if (t.stage == s) {
         wantS.insert(t.xs);
-        pairs.insert({t.xs, t.xt});
+        if (t.rs)
+          wantS.insert(t.rs);
+        keys.insert(keyOf(t));
       }
-    std::map<std::pair<const Value *, const Value *>, std::vector<distill::NormalEquations>> sums;
+    std::map<SumKey, std::vector<distill::NormalEquations>> sums;
+    std::vector<float> d;
     for (size_t w = 0; w < windows.size(); ++w) {
       const auto &xt = cache.windows[w];
       LLMOPT_ASSIGN_OR_RETURN(auto xs, capture(m.graph(), windows[w], wantS, ctx.threads));
-      for (const auto &[vs, vt] : pairs) {
-        const Tensor &a = xs.at(vs), &b = xt.at(vt);
+      for (const SumKey &k : keys) {
+        const Tensor &a = xs.at(k.xs), &b = xt.at(k.xt);
         const int64_t ks = a.shape().back(), kt = b.shape().back(), rows = a.numel() / ks;
         if (b.numel() / kt != rows)
           return errorf("pass '{}': '{}' has {} rows in the model but {} in the teacher", kPass,
-                        vs->name(), rows, b.numel() / kt);
-        auto &halves = sums[{vs, vt}];
+                        k.xs->name(), rows, b.numel() / kt);
+        int64_t nd = 0;
+        if (k.rs) { // D = teacher stream - student stream
+          const Tensor &rs = xs.at(k.rs), &rt = xt.at(k.rt);
+          nd = rs.shape().back();
+          if (rs.numel() != rows * nd || rt.numel() != rows * nd)
+            return errorf("pass '{}': residual stream '{}' has {} values in the model and {} in the "
+                          "teacher, expected {} x {}", kPass, k.rs->name(), rs.numel(), rt.numel(), rows, nd);
+          d.resize(static_cast<size_t>(rows * nd));
+          const float *ps = rs.view<float>().data(), *pt = rt.view<float>().data();
+          for (size_t i = 0; i < d.size(); ++i)
+            d[i] = pt[i] - ps[i];
+        }
+        auto &halves = sums[k];
         if (halves.empty())
-          halves.assign(2, distill::NormalEquations(ks, kt));
-        halves[w % 2].add(a.view<float>().data(), b.view<float>().data(), rows);
+          halves.assign(2, distill::NormalEquations(ks, kt, nd));
+        halves[w % 2].add(a.view<float>().data(), b.view<float>().data(), rows, nd ? d.data() : nullptr);
       }
     }
     for (const Target &t : targets) {
       if (t.stage != s)
         continue;
-      LLMOPT_ASSIGN_OR_RETURN(distill::FitResult fit, refit(t, sums.at({t.xs, t.xt}), opts_, biases));
+      LLMOPT_ASSIGN_OR_RETURN(distill::FitResult fit, refit(t, sums.at(keyOf(t)), opts_, biases));
       before += fit.errorBefore;
       ridges[fit.ridge < 0 ? std::string("kept") : fmt::format("{:g}", fit.ridge)] += 1;
       after += fit.errorAfter;

@@ -16,6 +16,10 @@ struct DistillReconstructOptions {
   double ridge = -1;           ///< l = ridge * mean(diag(Xs^T Xs)); -1: auto (cross-validated)
   bool bias = true;            ///< bias correction (bias=false: off)
   bool dense = false;          ///< dense: refit zero entries too (no pruning mask to keep)
+  bool residual = false;       ///< residual: layers added to the residual stream (o, down)
+                               ///< also make up the stream's drift from the teacher's
+  bool gptqRound = true;       ///< round=gptq: a refit quantized weight goes back onto its
+                               ///< grid with GPTQ's error feedback (round=rtn: to nearest)
 };
 Expected<DistillReconstructOptions> parseDistillReconstructOptions(const PassOptionList &opts);
 
@@ -36,7 +40,9 @@ Expected<DistillReconstructOptions> parseDistillReconstructOptions(const PassOpt
 /// (the mask is kept; `dense`: refit them too); columns prune-struct removed are matched to
 /// the teacher's by their values. A bias Add(MatMul, b) gets b += mean(Xt Wt - Xs W). A
 /// quantized W is dequantized, refit densely and rounded back onto its own grid (the stored
-/// scales and zero points). Memory: one stage's K x K sums and the teacher's inputs for as
+/// scales and zero points) by GPTQ with the student's Hessian Xs^T Xs: since
+/// ||Xs Q - Y||^2 = ||Xs (Q - W*)||^2 + const for the least-squares W*, the rounding that
+/// keeps Xs Q nearest Xs W* is the one GPTQ approximates (round=rtn: to nearest). Memory: one stage's K x K sums and the teacher's inputs for as
 /// many stages as fit in --calib-memory.
 ///
 ///   %y = MatMul(%x, %w)   (w 50% zero)  =>  %y = MatMul(%x, %w')  (same zeros, refit values)

@@ -8,12 +8,14 @@
 
 namespace llmopt::distill {
 
-NormalEquations::NormalEquations(int64_t ks_, int64_t kt_)
-    : ks(ks_), kt(kt_), ss(Eigen::MatrixXd::Zero(ks_, ks_)), st(Eigen::MatrixXd::Zero(ks_, kt_)),
-      tt(Eigen::MatrixXd::Zero(kt_, kt_)), sumS(Eigen::VectorXd::Zero(ks_)),
-      sumT(Eigen::VectorXd::Zero(kt_)) {}
+NormalEquations::NormalEquations(int64_t ks_, int64_t kt_, int64_t nd_)
+    : ks(ks_), kt(kt_), nd(nd_), ss(Eigen::MatrixXd::Zero(ks_, ks_)),
+      st(Eigen::MatrixXd::Zero(ks_, kt_)), tt(Eigen::MatrixXd::Zero(kt_, kt_)),
+      sd(Eigen::MatrixXd::Zero(ks_, nd_)), td(Eigen::MatrixXd::Zero(kt_, nd_)),
+      sumS(Eigen::VectorXd::Zero(ks_)), sumT(Eigen::VectorXd::Zero(kt_)),
+      sumD(Eigen::VectorXd::Zero(nd_)) {}
 
-void NormalEquations::add(const float *xs, const float *xt, int64_t n) {
+void NormalEquations::add(const float *xs, const float *xt, int64_t n, const float *d) {
   constexpr int64_t kChunk = 64;
   Eigen::Map<const RowMatrixF> S(xs, n, ks), T(xt, n, kt);
   for (int64_t c = 0; c < n; c += kChunk) {
@@ -25,6 +27,13 @@ void NormalEquations::add(const float *xs, const float *xt, int64_t n) {
     tt += (t.transpose() * t).cast<double>();
     sumS += s.colwise().sum().transpose().cast<double>();
     sumT += t.colwise().sum().transpose().cast<double>();
+    if (nd > 0) {
+      const auto e = Eigen::Map<const RowMatrixF>(d, n, nd).middleRows(c, m);
+      sd += (s.transpose() * e).cast<double>();
+      td += (t.transpose() * e).cast<double>();
+      sumD += e.colwise().sum().transpose().cast<double>();
+      dd += e.cast<double>().squaredNorm();
+    }
   }
   rows += n;
 }
@@ -33,28 +42,46 @@ NormalEquations &NormalEquations::operator+=(const NormalEquations &o) {
   ss += o.ss;
   st += o.st;
   tt += o.tt;
+  sd += o.sd;
+  td += o.td;
   sumS += o.sumS;
   sumT += o.sumT;
+  sumD += o.sumD;
+  dd += o.dd;
   rows += o.rows;
   return *this;
 }
 
+Eigen::MatrixXd NormalEquations::crossTarget(const Eigen::MatrixXd &wt) const {
+  Eigen::MatrixXd g = st * wt;
+  if (nd > 0)
+    g += sd;
+  return g;
+}
+
+double NormalEquations::targetEnergy(const Eigen::MatrixXd &wt) const {
+  double yy = (wt.transpose() * tt * wt).trace();
+  if (nd > 0)
+    yy += 2 * (wt.transpose() * td).trace() + dd;
+  return yy;
+}
+
 double squaredError(const NormalEquations &ne, const RowMatrixF &wt, const RowMatrixF &ws) {
   const Eigen::MatrixXd Wt = wt.cast<double>(), Ws = ws.cast<double>();
-  const double yy = (Wt.transpose() * ne.tt * Wt).trace();
-  return std::max((Ws.transpose() * ne.ss * Ws).trace() - 2 * (Ws.transpose() * ne.st * Wt).trace() + yy, 0.0);
+  return std::max((Ws.transpose() * ne.ss * Ws).trace() -
+                      2 * (Ws.transpose() * ne.crossTarget(Wt)).trace() + ne.targetEnergy(Wt),
+                  0.0);
 }
 
 double relativeError(const NormalEquations &ne, const RowMatrixF &wt, const RowMatrixF &ws) {
-  const Eigen::MatrixXd Wt = wt.cast<double>();
-  const double yy = (Wt.transpose() * ne.tt * Wt).trace();
+  const double yy = ne.targetEnergy(wt.cast<double>());
   return yy > 0 ? squaredError(ne, wt, ws) / yy : 0.0;
 }
 
 RowMatrixF solveRidge(const NormalEquations &ne, const RowMatrixF &wt, const RowMatrixF &w0,
                       double ridge, bool dense, int64_t &solves) {
   const int64_t K = ne.ks, N = w0.cols();
-  const Eigen::MatrixXd G = ne.st * wt.cast<double>(); // Xs^T Y, [Ks, N]
+  const Eigen::MatrixXd G = ne.crossTarget(wt.cast<double>()); // Xs^T Y, [Ks, N]
   const double lambda = ridge * std::max(ne.ss.diagonal().mean(), 1e-12);
   RowMatrixF ws = w0;
   // Columns with the same mask share one factorization.

@@ -14,13 +14,23 @@ using RowMatrixF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::R
 /// Xt [rows, Kt] of the same layer: Xs^T Xs, Xs^T Xt, Xt^T Xt and the column sums. Rows
 /// are added in chunks of 64 whose f32 products go into the double sums in a fixed order,
 /// so the result does not depend on the thread count.
+///
+/// With `nd` > 0 the target is Y = Xt Wt + D for an extra term D [rows, nd] (nd = N): the
+/// residual correction, D = the teacher's residual stream minus the student's where the
+/// layer's output is added to it, so that fitting Y brings the stream itself back. Then
+/// Xs^T D, Xt^T D, ||D||^2 and D's column sums are kept too.
 struct NormalEquations {
-  int64_t ks = 0, kt = 0, rows = 0;
-  Eigen::MatrixXd ss, st, tt;
-  Eigen::VectorXd sumS, sumT;
-  NormalEquations(int64_t ks, int64_t kt);
-  void add(const float *xs, const float *xt, int64_t n);
+  int64_t ks = 0, kt = 0, nd = 0, rows = 0;
+  Eigen::MatrixXd ss, st, tt, sd, td;
+  Eigen::VectorXd sumS, sumT, sumD;
+  double dd = 0;
+  NormalEquations(int64_t ks, int64_t kt, int64_t nd = 0);
+  /// `d` [n, nd]: required when nd > 0, ignored otherwise.
+  void add(const float *xs, const float *xt, int64_t n, const float *d = nullptr);
   NormalEquations &operator+=(const NormalEquations &o);
+  /// Xs^T Y [Ks, N] and ||Y||^2 for Y = Xt wt (+ D).
+  Eigen::MatrixXd crossTarget(const Eigen::MatrixXd &wt) const;
+  double targetEnergy(const Eigen::MatrixXd &wt) const;
 };
 
 struct FitResult {
@@ -47,9 +57,9 @@ RowMatrixF solveRidge(const NormalEquations &ne, const RowMatrixF &wt, const Row
 FitResult ridgeFit(const NormalEquations &a, const NormalEquations &b, const RowMatrixF &wt,
                    RowMatrixF &ws, double ridge, bool dense);
 
-/// ||Xs W - Xt Wt||^2 from the sums alone.
+/// ||Xs W - Y||^2 (Y = Xt Wt, + D with a residual term) from the sums alone.
 double squaredError(const NormalEquations &ne, const RowMatrixF &wt, const RowMatrixF &ws);
-/// The relative output error ||Xs W - Xt Wt||^2 / ||Xt Wt||^2 from the sums alone.
+/// The relative output error ||Xs W - Y||^2 / ||Y||^2 from the sums alone.
 double relativeError(const NormalEquations &ne, const RowMatrixF &wt, const RowMatrixF &ws);
 
 } // namespace llmopt::distill

@@ -9,6 +9,7 @@
 #include <numeric>
 
 #include <fmt/format.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 namespace llmopt::distill {
@@ -64,6 +65,7 @@ Expected<std::unique_ptr<SoftLabelWriter>> SoftLabelWriter::create(const std::st
   const int fd = ::mkstemp(tmp.data());
   if (fd < 0)
     return errorf("{}: cannot create a temporary file beside it: {}", path, std::strerror(errno));
+  ::fchmod(fd, 0644); // mkstemp makes 0600; the finished file gets what the ONNX writer gives
   std::FILE *f = ::fdopen(fd, "wb");
   if (!f) {
     ::close(fd);

@@ -76,9 +76,13 @@ Expected<GptqResult> gptqQuantize(const Tensor &w, const std::vector<double> &h,
   return gptqQuantize(w, f, h, enc, o);
 }
 
-Expected<GptqResult> gptqQuantize(const Tensor &w, const GptqFactor &f,
+namespace {
+/// gptqQuantize with the block parameters fitted per block (`fixed` null) or given.
+Expected<GptqResult> quantizeImpl(const Tensor &w, const GptqFactor &f,
                                   const std::vector<double> &h, const QuantEncoding &enc,
-                                  const GptqOptions &o) {
+                                  const GptqOptions &o,
+                                  const std::vector<quant::BlockParams> *fixed,
+                                  bool floatZeroPoints) {
   if (w.dtype() != DType::F32 || w.rank() != 2)
     return errorf("GPTQ quantizes 2-D f32 weights, got {}", toString(w.type()));
   const int64_t K = w.shape()[0], N = w.shape()[1];
@@ -100,8 +104,14 @@ Expected<GptqResult> gptqQuantize(const Tensor &w, const GptqFactor &f,
 
   // Row order: natural, or decreasing H_kk (act-order) with the block parameters fixed up
   // front from the original weight.
-  std::vector<quant::BlockParams> params(static_cast<size_t>(nb * N));
+  if (fixed && (o.actOrder || fixed->size() != static_cast<size_t>(nb * N)))
+    return internalErrorf("GPTQ on a fixed grid: {} block parameters for {} blocks x {} columns "
+                          "(act-order {})", fixed->size(), nb, N, o.actOrder);
+  std::vector<quant::BlockParams> params =
+      fixed ? *fixed : std::vector<quant::BlockParams>(static_cast<size_t>(nb * N));
   auto fitBlock = [&](const float *rows, int64_t blk) {
+    if (fixed)
+      return;
     const int64_t k0 = blk * bs, n = std::min(bs, K - k0);
     for (int64_t j = 0; j < N; ++j)
       params[static_cast<size_t>(blk * N + j)] =
@@ -147,16 +157,33 @@ Expected<GptqResult> gptqQuantize(const Tensor &w, const GptqFactor &f,
   for (int64_t i = 0; i < K; ++i)
     std::copy_n(W.begin() + i * N, N, q.begin() + perm[static_cast<size_t>(i)] * N);
   Tensor qf = Tensor::fromVector(DType::F32, {K, N}, q);
-  LLMOPT_ASSIGN_OR_RETURN(res.quantized, quant::quantizeWithParams(qf, enc, params));
+  LLMOPT_ASSIGN_OR_RETURN(res.quantized, quant::quantizeWithParams(qf, enc, params, floatZeroPoints));
 
   if (!o.measure)
     return res;
-  LLMOPT_ASSIGN_OR_RETURN(Tensor rtn, quant::quantizeRtn(w, enc));
+  LLMOPT_ASSIGN_OR_RETURN(Tensor rtn, fixed ? quant::quantizeWithParams(w, enc, params, floatZeroPoints)
+                                             : quant::quantizeRtn(w, enc));
   LLMOPT_ASSIGN_OR_RETURN(Tensor rtnF, quant::dequantize(rtn, enc));
   LLMOPT_ASSIGN_OR_RETURN(Tensor gptqF, quant::dequantize(res.quantized, enc));
   res.outputError = hessianError(w0, reinterpret_cast<const float *>(gptqF.data()), K, N, h);
   res.rtnOutputError = hessianError(w0, reinterpret_cast<const float *>(rtnF.data()), K, N, h);
   return res;
+}
+
+} // namespace
+
+Expected<GptqResult> gptqQuantize(const Tensor &w, const GptqFactor &f,
+                                  const std::vector<double> &h, const QuantEncoding &enc,
+                                  const GptqOptions &o) {
+  return quantizeImpl(w, f, h, enc, o, nullptr, false);
+}
+
+Expected<GptqResult> gptqQuantizeOnGrid(const Tensor &w, const GptqFactor &f,
+                                        const std::vector<double> &h, const QuantEncoding &enc,
+                                        const GptqOptions &o,
+                                        const std::vector<quant::BlockParams> &params,
+                                        bool floatZeroPoints) {
+  return quantizeImpl(w, f, h, enc, o, &params, floatZeroPoints);
 }
 
 } // namespace llmopt::quantpass

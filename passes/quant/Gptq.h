@@ -67,6 +67,16 @@ Expected<GptqResult> gptqQuantize(const Tensor &w, const std::vector<double> &h,
 Expected<GptqResult> gptqQuantize(const Tensor &w, const GptqFactor &f,
                                   const std::vector<double> &h, const QuantEncoding &enc,
                                   const GptqOptions &o);
+/// The same onto a fixed grid: `params` (blocks x N, block-major, as quant::storedParams
+/// returns them; `floatZeroPoints` as in quant::quantizeWithParams) are used as given
+/// instead of being fitted per block, so the result keeps a stored weight's scales and zero
+/// points (distill-reconstruct rounds a refit weight back onto its grid with it).
+/// act-order is not supported here (the rows go in natural order).
+Expected<GptqResult> gptqQuantizeOnGrid(const Tensor &w, const GptqFactor &f,
+                                        const std::vector<double> &h, const QuantEncoding &enc,
+                                        const GptqOptions &o,
+                                        const std::vector<quant::BlockParams> &params,
+                                        bool floatZeroPoints);
 
 /// tr(dW^T H dW) for dW = a - b (both f32 [K, N]) and `h` K x K: the summed squared
 /// difference of X a and X b over the rows that built h.

@@ -156,6 +156,8 @@ TEST(SoftLabels, RoundTripsAndWritesAtomically) {
     ASSERT_TRUE((*w)->finish());
   }
   EXPECT_EQ(fs::file_size(path), 64u + 5u * (8u + 8u * 3u));
+  EXPECT_NE(fs::status(path).permissions() & fs::perms::others_read, fs::perms::none)
+      << "the temporary's 0600 was kept";
   auto r = SoftLabelReader::open(path);
   ASSERT_TRUE(r) << r.status().message();
   EXPECT_EQ((*r)->header().vocab, 7u);
@@ -433,6 +435,15 @@ TEST(DistillReconstruct, StructuredPrunedColumnsAreMatched) {
   EXPECT_LT(after, 0.9 * before) << "before " << before << " after " << after;
 }
 
+TEST(DistillReconstruct, ResidualCorrectionBringsTheStreamBack) {
+  // With `residual`, o_proj and down_proj also make up the residual stream's drift from the
+  // teacher's, so the blocks' outputs (and the logits) end closer than with the plain fit.
+  Reconstructed plain = reconstructAfter("prune-struct<ratio=0.25;unit=channel>");
+  Reconstructed res = reconstructAfter("prune-struct<ratio=0.25;unit=channel>", ";residual");
+  const double p = logitsDistance(*plain.refit, *plain.teacher), r = logitsDistance(*res.refit, *res.teacher);
+  EXPECT_LT(r, p) << "residual " << r << " plain " << p;
+}
+
 TEST(DistillReconstruct, QuantizedWeightsStayOnTheirGrid) {
   Reconstructed r = reconstructAfter("quant-int4<bits=3;block=32;sym>");
   int64_t refit = 0;
@@ -448,6 +459,37 @@ TEST(DistillReconstruct, QuantizedWeightsStayOnTheirGrid) {
   EXPECT_GT(refit, 0);
   const double before = logitsDistance(*r.compressed, *r.teacher), after = logitsDistance(*r.refit, *r.teacher);
   EXPECT_LT(after, 0.9 * before) << "before " << before << " after " << after;
+}
+
+/// The mean relative output error per layer after the fit, from the report line.
+static double errorAfterFit(const std::vector<std::string> &report) {
+  for (const std::string &l : report) {
+    const size_t at = l.find("relative output error per layer, mean ");
+    const size_t arrow = at == std::string::npos ? at : l.find(" -> ", at);
+    if (arrow != std::string::npos)
+      return std::stod(l.substr(arrow + 4));
+  }
+  ADD_FAILURE() << "no error figure in the report";
+  return 0;
+}
+
+TEST(DistillReconstruct, GptqRoundingBeatsRoundToNearestOnTheGrid) {
+  // The same refit rounded back onto the same scales: GPTQ's error feedback (round=gptq,
+  // the default) against round-to-nearest. GPTQ minimises the output error on the
+  // calibration rows, so that is what it must lower (the tiny model's random ids give
+  // nearly diagonal Hessians: held-out logits move little either way).
+  Reconstructed g = reconstructAfter("quant-int4<bits=3;block=32;sym>");
+  Reconstructed n = reconstructAfter("quant-int4<bits=3;block=32;sym>", ";round=rtn");
+  int64_t differ = 0;
+  for (Value *c : g.refit->graph().constants())
+    if (c->type().quant) {
+      const Value *r = n.refit->graph().findValue(c->name());
+      EXPECT_TRUE(r->constant()->scales->sameContents(*c->constant()->scales)) << c->name();
+      differ += !r->constant()->sameContents(*c->constant());
+    }
+  EXPECT_GT(differ, 0);
+  const double gptq = errorAfterFit(g.report), rtn = errorAfterFit(n.report);
+  EXPECT_LT(gptq, 0.95 * rtn) << "gptq " << gptq << " rtn " << rtn;
 }
 
 TEST(DistillReconstruct, TheTeacherItselfIsAFixedPoint) {
@@ -544,6 +586,10 @@ TEST(DistillReconstruct, Refusals) {
   auto missing = runPipeline(*m, "distill-reconstruct<teacher=/nonexistent/t.onnx>");
   ASSERT_FALSE(missing);
   EXPECT_NE(missing.status().message().find("/nonexistent/t.onnx"), std::string::npos) << missing.status().message();
+  auto badRound = runPipeline(*m, fmt::format("distill-reconstruct<teacher={};round=up>", modelPath("tiny-llama.onnx")));
+  ASSERT_FALSE(badRound);
+  EXPECT_NE(badRound.status().message().find("option 'round' has value 'up', expected gptq or rtn"),
+            std::string::npos) << badRound.status().message();
   auto badLayers = runPipeline(*m, fmt::format("distill-reconstruct<teacher={};layers=9>", modelPath("tiny-llama.onnx")));
   ASSERT_FALSE(badLayers);
   EXPECT_NE(badLayers.status().message().find("option 'layers' names block 9"), std::string::npos)
