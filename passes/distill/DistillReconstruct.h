@@ -42,8 +42,10 @@ Expected<DistillReconstructOptions> parseDistillReconstructOptions(const PassOpt
 /// quantized W is dequantized, refit densely and rounded back onto its own grid (the stored
 /// scales and zero points) by GPTQ with the student's Hessian Xs^T Xs: since
 /// ||Xs Q - Y||^2 = ||Xs (Q - W*)||^2 + const for the least-squares W*, the rounding that
-/// keeps Xs Q nearest Xs W* is the one GPTQ approximates (round=rtn: to nearest). Memory: one stage's K x K sums and the teacher's inputs for as
-/// many stages as fit in --calib-memory.
+/// keeps Xs Q nearest Xs W* is the one GPTQ approximates (round=rtn: to nearest). With
+/// `residual`, o / down projections fit Xt Wt plus the residual stream's drift from the
+/// teacher's. Memory: one stage's K x K sums and the teacher's inputs for as many stages as
+/// fit in --calib-memory.
 ///
 ///   %y = MatMul(%x, %w)   (w 50% zero)  =>  %y = MatMul(%x, %w')  (same zeros, refit values)
 class DistillReconstructPass : public Pass {
