@@ -268,6 +268,38 @@ Status Lowering::planFusion() {
       bias = m->input(2);
     fused_[m] = {u, r, bias};
   }
+  // A gate/up pair grouped into one GEMM whose only reader is one SwiGLU (gate = input 0):
+  // the GEMM runs over gate/up tiles interleaved and writes silu(gate) * up itself.
+  for (const auto &[lead, members] : groups_) {
+    if (members.size() != 2)
+      continue;
+    auto soleUser = [](const Value *v) -> const Node * {
+      return v->uses().size() == 1 && !v->isGraphOutput() ? v->uses()[0].user : nullptr;
+    };
+    const Node *s = soleUser(members[0]->output());
+    if (!s || !s->is(OpKind::SwiGLU) || s->numInputs() != 2 ||
+        soleUser(members[1]->output()) != s || s->input(0) == s->input(1) ||
+        int4Weight(members[0]->input(1))->n != int4Weight(members[1]->input(1))->n)
+      continue;
+    swiglu_[lead] = s;
+    swigluFused_.insert(s);
+  }
+  // An RMSNorm output (not a graph output) whose every reader is an int4 GEMM taking it as A
+  // is never written: the GEMMs normalize A while preparing it (cpu::Prologue).
+  for (Node *n : order_) {
+    if (!n->is(OpKind::SimplifiedLayerNormalization) &&
+        !n->is(OpKind::SkipSimplifiedLayerNormalization))
+      continue;
+    const Value *y = n->output(0);
+    if (!y || !y->hasUses() || y->isGraphOutput())
+      continue;
+    const bool allGemms = std::all_of(y->uses().begin(), y->uses().end(), [&](const auto &u) {
+      return isMatMul(u.user) && u.index == 0 && data_.count(u.user->output()) &&
+             int4Weight(u.user->input(1));
+    });
+    if (allGemms)
+      normPrologue_.insert(y);
+  }
   return Status::ok();
 }
 
@@ -433,6 +465,10 @@ Status Lowering::lowerNode(Node *n) {
       return nodeError(n, "only the last axis is supported");
     LLMOPT_ASSIGN_OR_RETURN(uint64_t gamma, f32Weight(n->input(1), n, x.cols));
     const float eps = n->attrFloat("epsilon", 1e-5f);
+    if (normPrologue_.count(n->output())) {
+      prologues_[n->output()] = {x, gamma, eps};
+      return Status::ok();
+    }
     const Act out = define(n->output(), x.cols);
     emit(n, "rms norm", {x, out}, [this, x, gamma, eps, out] {
       return fmt::format("llmopt_rt::rmsNorm(c.n, {}, {}, {}, c.f32({}), {}, {}, {});", x.cols, ptr(x),
@@ -472,6 +508,8 @@ Status Lowering::lowerNode(Node *n) {
     return Status::ok();
   }
   case OpKind::SwiGLU: {
+    if (swigluFused_.count(n))
+      return Status::ok(); // the gate/up GEMM's epilogue wrote it
     LLMOPT_ASSIGN_OR_RETURN(Act g, act(n->input(0), n));
     LLMOPT_ASSIGN_OR_RETURN(Act u, act(n->input(1), n));
     if (g.cols != u.cols)
@@ -498,7 +536,8 @@ Status Lowering::lowerNode(Node *n) {
 Status Lowering::lowerMatMul(Node *n) {
   if (grouped_.count(n))
     return groups_.count(n) ? lowerGroup(groups_.at(n)) : Status::ok();
-  LLMOPT_ASSIGN_OR_RETURN(Act x, act(n->input(0), n));
+  std::string prologue;
+  LLMOPT_ASSIGN_OR_RETURN(Act x, gemmInput(n, prologue));
   // Where the product goes: its own buffer, or the Add / skip sum it absorbs.
   Act out;
   std::vector<Act> touched{x};
@@ -536,11 +575,13 @@ Status Lowering::lowerMatMul(Node *n) {
   if (auto w = int4Weight(n->input(1))) {
     LLMOPT_ASSIGN_OR_RETURN(const cpu::Int4Buffer packed, packInt4(*w, n, x.cols));
     const uint64_t off = weights.add(w->key(), packed.storage.get(), packed.layout.bytes());
-    emit(n, "int4 " + what, touched, [this, x, w = *w, off, out, res, biasExpr] {
-      return fmt::format("llmopt_rt::int4MatMul(c, {}, {}, c.int4({}, {}, {}, {}, {}), {}, {}, {{{}, {}, {}}});",
-                         ptr(x), x.ld, off, w.k, w.n, w.block, w.asym, ptr(out), out.ld, biasExpr,
-                         res ? ptr(*res) : "nullptr", res ? res->ld : 0);
-    });
+    emit(n, (prologue.empty() ? "int4 " : "RMSNorm + int4 ") + what, touched,
+         [this, x, w = *w, off, out, res, biasExpr, prologue] {
+           return fmt::format("llmopt_rt::int4MatMul(c, {}, {}, c.int4({}, {}, {}, {}, {}), {}, {}, "
+                              "{{{}, {}, {}}}{});",
+                              ptr(x), x.ld, off, w.k, w.n, w.block, w.asym, ptr(out), out.ld, biasExpr,
+                              res ? ptr(*res) : "nullptr", res ? res->ld : 0, prologue);
+         });
     return Status::ok();
   }
   int64_t k = 0, cols = 0;
@@ -560,19 +601,40 @@ Status Lowering::lowerMatMul(Node *n) {
 /// concatenated packed bytes are exactly the packing of the concatenated matrix.
 Status Lowering::lowerGroup(const std::vector<Node *> &group) {
   Node *lead = group.front();
-  LLMOPT_ASSIGN_OR_RETURN(Act x, act(lead->input(0), lead));
+  std::string prologue;
+  LLMOPT_ASSIGN_OR_RETURN(Act x, gemmInput(lead, prologue));
+  const std::string norm = prologue.empty() ? "" : "RMSNorm + ";
   const Int4Info first = *int4Weight(lead->input(1));
   std::vector<uint8_t> bytes;
+  std::vector<cpu::Int4Buffer> packed;
   std::string names;
   int64_t total = 0;
   for (Node *m : group) {
     const Int4Info w = *int4Weight(m->input(1));
-    LLMOPT_ASSIGN_OR_RETURN(const cpu::Int4Buffer p, packInt4(w, m, x.cols));
+    LLMOPT_ASSIGN_OR_RETURN(cpu::Int4Buffer p, packInt4(w, m, x.cols));
     bytes.insert(bytes.end(), p.storage.get(), p.storage.get() + p.layout.bytes());
+    packed.push_back(std::move(p));
     if (!names.empty())
       names += '+';
     names += w.key();
     total += w.n;
+  }
+  if (auto it = swiglu_.find(lead); it != swiglu_.end()) {
+    const Node *s = it->second;
+    const bool gateFirst = s->input(0) == group[0]->output();
+    const cpu::Int4Buffer pairs = cpu::interleaveInt4Pairs(packed[gateFirst ? 0 : 1].view(),
+                                                           packed[gateFirst ? 1 : 0].view());
+    const uint64_t off = weights.add("swiglu:" + names, pairs.storage.get(), pairs.layout.bytes());
+    const int64_t cols = total / 2, packedN = pairs.layout.n;
+    const Act out = define(s->output(), cols);
+    emit(lead, norm + "int4 GEMM + SwiGLU epilogue (gate/up tiles interleaved)", {x, out},
+         [this, x, out, off, first, cols, packedN, prologue] {
+           return fmt::format("llmopt_rt::int4MatMul(c, {}, {}, c.int4({}, {}, {}, {}, {}), {}, {}, "
+                              "{{nullptr, nullptr, 0, llmopt::cpu::Activation::SwiGLUPairs, {}}}{});",
+                              ptr(x), x.ld, off, first.k, packedN, first.block, first.asym, ptr(out),
+                              out.ld, cols, prologue);
+         });
+    return Status::ok();
   }
   const int buf = newBuffer(total);
   int64_t col = 0;
@@ -583,12 +645,23 @@ Status Lowering::lowerGroup(const std::vector<Node *> &group) {
   }
   const Act out{buf, 0, total, total};
   const uint64_t off = weights.add(names, bytes.data(), bytes.size());
-  emit(lead, fmt::format("int4 GEMM for {} MatMuls sharing their input", group.size()), {x, out},
-       [this, x, out, off, first, total] {
-         return fmt::format("llmopt_rt::int4MatMul(c, {}, {}, c.int4({}, {}, {}, {}, {}), {}, {}, {{}});",
-                            ptr(x), x.ld, off, first.k, total, first.block, first.asym, ptr(out), out.ld);
+  emit(lead, fmt::format("{}int4 GEMM for {} MatMuls sharing their input", norm, group.size()), {x, out},
+       [this, x, out, off, first, total, prologue] {
+         return fmt::format("llmopt_rt::int4MatMul(c, {}, {}, c.int4({}, {}, {}, {}, {}), {}, {}, {{}}{});",
+                            ptr(x), x.ld, off, first.k, total, first.block, first.asym, ptr(out), out.ld,
+                            prologue);
        });
   return Status::ok();
+}
+
+/// A GEMM's A: the activation, or, for an RMSNorm folded into the GEMM, the norm's input and
+/// `prologue` = ", {gamma, eps}" (the int4MatMul argument that normalizes it on load).
+Expected<Act> Lowering::gemmInput(const Node *n, std::string &prologue) {
+  auto it = prologues_.find(n->input(0));
+  if (it == prologues_.end())
+    return act(n->input(0), n);
+  prologue = fmt::format(", {{c.f32({}), {}}}", it->second.gamma, f(it->second.eps));
+  return it->second.x;
 }
 
 Status Lowering::lowerSkipNorm(Node *n) {
@@ -617,6 +690,10 @@ Status Lowering::lowerSkipNorm(Node *n) {
   }
   LLMOPT_ASSIGN_OR_RETURN(uint64_t gamma, f32Weight(n->input(2), n, cols));
   const float eps = n->attrFloat("epsilon", 1e-5f);
+  if (normPrologue_.count(n->output(0))) {
+    prologues_[n->output(0)] = {sum, gamma, eps};
+    return Status::ok();
+  }
   const Act out = define(n->output(0), cols);
   emit(n, "rms norm of the residual sum", {sum, out}, [this, sum, gamma, eps, out] {
     return fmt::format("llmopt_rt::rmsNorm(c.n, {}, {}, {}, c.f32({}), {}, {}, {});", sum.cols, ptr(sum),

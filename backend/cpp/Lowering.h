@@ -66,6 +66,7 @@ private:
   Status lowerMatMul(Node *n);
   Status lowerGroup(const std::vector<Node *> &group);
   Status lowerSkipNorm(Node *n);
+  Expected<Act> gemmInput(const Node *n, std::string &prologue);
   Status lowerRope(Node *n);
   Status lowerAttention(Node *n);
   Expected<const Tensor *> glue(const Value *v, int which);
@@ -98,6 +99,15 @@ private:
   };
   std::map<const Node *, EpilogueFusion> fused_; ///< MatMul -> the Add / skip norm it absorbs
   std::map<const Node *, Act> skipSums_;         ///< skip norm -> its sum, computed by a GEMM
+  std::map<const Node *, const Node *> swiglu_;  ///< gate/up group leader -> the SwiGLU it computes
+  std::set<const Node *> swigluFused_;           ///< SwiGLU nodes computed by a GEMM's epilogue
+  std::set<const Value *> normPrologue_;         ///< RMSNorm outputs read only by int4 GEMMs
+  struct NormPrologue {
+    Act x;           ///< the norm's input (or the skip norm's sum)
+    uint64_t gamma;  ///< weights offset
+    float eps;
+  };
+  std::map<const Value *, NormPrologue> prologues_; ///< normalized in the GEMMs' input load
 };
 
 } // namespace llmopt::codegen

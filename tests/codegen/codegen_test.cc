@@ -120,6 +120,18 @@ TEST(Fusion, NoEpilogueWhenTheProductIsReadTwice) {
   EXPECT_EQ(count(cpp, "add: res (Add)"), 1) << cpp;
 }
 
+// The prologue fusion is for int4 GEMMs only: an RMSNorm feeding an f32 GEMM stays a pass.
+TEST(Fusion, RmsNormBeforeAnF32GemmStaysAPass) {
+  const std::string cpp = emit("    %g = const f32[8] [1, 1, 1, 1, 1, 1, 1, 1]\n"
+                               "    %n: f32[batch,seq,8] = SimplifiedLayerNormalization(%x, %g) "
+                               "{name = \"norm\"}\n"
+                               "    %y: f32[batch,seq,8] = MatMul(%n, %W1) {name = \"mm\"}\n",
+                               "%y");
+  EXPECT_EQ(count(cpp, "rms norm: norm"), 1) << cpp;
+  EXPECT_EQ(count(cpp, "RMSNorm + "), 0) << cpp;
+  EXPECT_EQ(count(cpp, "f32 GEMM: mm"), 1) << cpp;
+}
+
 TEST(Errors, UnsupportedOpIsNamed) {
   std::string error;
   emit("    %y: f32[batch,seq,8] = Relu(%x) {name = \"act\"}\n", "%y", &error);

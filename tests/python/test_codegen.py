@@ -78,9 +78,14 @@ def test_layout(project):
     assert {"model.h", "model.cpp", "weights.bin", "CMakeLists.txt", "llmopt_runtime.cpp", "kernels"} <= names
     assert (project / "weights.bin").stat().st_size % 64 == 0
     cpp = (project / "model.cpp").read_text()
-    # q/k/v and gate/up each run as one GEMM; o_proj and down_proj add the residual in their epilogue.
-    assert cpp.count("int4 GEMM for 3 MatMuls") == 4 and cpp.count("int4 GEMM for 2 MatMuls") == 4
+    # q/k/v run as one GEMM; gate/up as one GEMM over interleaved tiles writing silu(gate) * up
+    # (no separate SwiGLU pass); o_proj and down_proj add the residual in their epilogue.
+    assert cpp.count("int4 GEMM for 3 MatMuls") == 4 and cpp.count("int4 GEMM for 2 MatMuls") == 0
+    assert cpp.count("int4 GEMM + SwiGLU epilogue") == 4 and "llmopt_rt::swiglu(" not in cpp
     assert cpp.count("int4 GEMM + residual") == 8
+    # Every RMSNorm read only by int4 GEMMs is folded into their input load; the final norm
+    # feeds the f32 LM head and stays a pass of its own.
+    assert cpp.count("RMSNorm + int4 GEMM") == 8 and cpp.count("llmopt_rt::rmsNorm(") == 1
     assert cpp.count("llmopt_rt::gqa(") == 4 and "f32 GEMM" in cpp  # the tied LM head stays f32
 
 
@@ -113,7 +118,8 @@ def test_asym_block_longer_than_k_and_int4_embedding(llama, tmp_path):
     pipeline = "-passes=fuse-llm,quant-int4<block=128;asym>,quant-embed"
     proj = build_project(llama, pipeline, tmp_path)
     cpp = (proj / "model.cpp").read_text()
-    assert "int4 embedding" in cpp and "int4 GEMM: /lm_head/MatMul" in cpp and "f32 GEMM" not in cpp
+    assert "int4 embedding" in cpp and "RMSNorm + int4 GEMM: /lm_head/MatMul" in cpp and "f32 GEMM" not in cpp
+    assert "llmopt_rt::rmsNorm(" not in cpp  # the final norm is folded into the int4 LM head
     assert cpp.count("c.int4(64, 64, 256,") == 2  # the table's one copy, at the first weight offset
     check_against_interpreter(proj, llama, pipeline, tmp_path)
 

@@ -321,3 +321,168 @@ TEST(CpuKernelsInt8, SimdAndScalarMatchPlainMatmul) {
     }
   }
 }
+
+// ---------------------------------------------------------------- fused prologue / epilogue
+//
+// Fused == unfused on the same ISA: the fused paths compute the same tiles with the same
+// kernels and apply the same float expressions (silu(g) * u as llmopt_rt::swiglu; x * rstd *
+// gamma with the sum of squares in double as llmopt_rt::rmsNorm), so only the compiler's
+// contraction of those few expressions may differ: tolerance 1e-6 * |value| + 1e-6.
+
+namespace {
+
+std::vector<Isa> allIsas() {
+  std::vector<Isa> isas = simdIsas();
+  isas.push_back(Isa::Scalar);
+  return isas;
+}
+
+float closeTol(float v) { return 1e-6f * std::fabs(v) + 1e-6f; }
+
+// Row-wise RMSNorm, the unfused path (llmopt_rt::rmsNorm's arithmetic).
+std::vector<float> rmsNormRows(const std::vector<float> &a, int64_t m, int64_t k,
+                               const std::vector<float> &gamma, float eps) {
+  std::vector<float> y(a.size());
+  for (int64_t r = 0; r < m; ++r) {
+    double ss = 0;
+    for (int64_t i = 0; i < k; ++i)
+      ss += static_cast<double>(a[r * k + i]) * a[r * k + i];
+    const float inv = 1.f / std::sqrt(static_cast<float>(ss / k) + eps);
+    for (int64_t i = 0; i < k; ++i)
+      y[r * k + i] = a[r * k + i] * inv * gamma[i];
+  }
+  return y;
+}
+
+// Random gate and up weights [K, N], packed, and their tile-interleaved pairing.
+struct GateUp {
+  Int4Buffer gate, up, pairs;
+};
+GateUp randomGateUp(Shape s, uint32_t seed, int bs, bool asym) {
+  const std::vector<float> wg = randomFloats(s.k * s.n, seed);
+  const std::vector<float> wu = randomFloats(s.k * s.n, seed + 1);
+  GateUp r{packInt4Rtn(wg.data(), s.k, s.n, bs, asym), packInt4Rtn(wu.data(), s.k, s.n, bs, asym),
+           {}};
+  r.pairs = interleaveInt4Pairs(r.gate.view(), r.up.view());
+  return r;
+}
+
+const Shape kFusedShapes[] = {{1, 300, 13}, {3, 1000, 5}, {17, 520, 16}, {1, 2800, 9}, {4, 40, 24}};
+
+} // namespace
+
+TEST(CpuKernelsFused, SwiGluPairsEqualsGateUpThenSwiGlu) {
+  uint32_t seed = 300;
+  for (int bs : {32, 128})
+    for (bool asym : {false, true})
+      for (Shape s : kFusedShapes) {
+        const GateUp gu = randomGateUp(s, seed += 2, bs, asym);
+        const Int4Buffer &g = gu.gate, &u = gu.up, &pairs = gu.pairs;
+        const std::vector<float> a = randomFloats(s.m * s.k, ++seed, -2.f, 2.f);
+        const std::vector<float> res = randomFloats(s.m * s.n, ++seed);
+        ASSERT_EQ(pairs.layout.n, 2 * kTileCols * g.layout.tiles());
+        for (Isa isa : allIsas())
+          for (Compute compute : {Compute::F32, Compute::Int8})
+            for (bool withResidual : {false, true}) {
+              const std::vector<float> gate = run(isa, a, g.view(), s, compute);
+              const std::vector<float> up = run(isa, a, u.view(), s, compute);
+              std::vector<float> c = withResidual ? res : std::vector<float>(s.m * s.n, NAN);
+              const Epilogue e{nullptr, withResidual ? c.data() : nullptr, s.n,
+                               Activation::SwiGLUPairs, s.n};
+              int4GemmOn(isa, a.data(), s.m, s.k, pairs.view(), c.data(), s.n, compute, e);
+              for (size_t i = 0; i < c.size(); ++i) {
+                const float x = gate[i];
+                const float want = x / (1.f + std::exp(-x)) * up[i] + (withResidual ? res[i] : 0.f);
+                ASSERT_NEAR(c[i], want, closeTol(want))
+                    << isaName(isa) << (compute == Compute::Int8 ? " int8" : " f32") << " bs " << bs
+                    << " M " << s.m << " K " << s.k << " N " << s.n << " i " << i;
+              }
+            }
+      }
+}
+
+TEST(CpuKernelsFused, SwiGluPairsDoNotDependOnThreadCount) {
+  const Shape s{3, 1000, 61};
+  const Int4Buffer pairs = randomGateUp(s, 401, 32, false).pairs;
+  const std::vector<float> a = randomFloats(s.m * s.k, 403);
+  std::vector<std::vector<float>> outs;
+  for (int threads : {1, 2, 3}) {
+    setNumThreads(threads);
+    std::vector<float> c(s.m * s.n);
+    int4Gemm(a.data(), s.m, s.k, pairs.view(), c.data(), s.n, Compute::Int8,
+             Epilogue{nullptr, nullptr, 0, Activation::SwiGLUPairs, s.n});
+    outs.push_back(c);
+  }
+  setNumThreads(0);
+  EXPECT_EQ(outs[0], outs[1]);
+  EXPECT_EQ(outs[0], outs[2]);
+}
+
+TEST(CpuKernelsFused, SiluAndGeluEpilogues) {
+  const Shape s{3, 300, 13};
+  const std::vector<float> w = randomFloats(s.k * s.n, 501), a = randomFloats(s.m * s.k, 502);
+  const std::vector<float> bias = randomFloats(s.n, 503);
+  const Int4Buffer p = packInt4Rtn(w.data(), s.k, s.n, 32, false);
+  for (Isa isa : allIsas()) {
+    std::vector<float> plain(s.m * s.n);
+    int4GemmOn(isa, a.data(), s.m, s.k, p.view(), plain.data(), s.n, Compute::F32,
+               Epilogue{bias.data()});
+    for (Activation act : {Activation::SiLU, Activation::Gelu}) {
+      std::vector<float> c(s.m * s.n);
+      int4GemmOn(isa, a.data(), s.m, s.k, p.view(), c.data(), s.n, Compute::F32,
+                 Epilogue{bias.data(), nullptr, 0, act});
+      for (size_t i = 0; i < c.size(); ++i) {
+        const double x = plain[i];
+        const double want = act == Activation::SiLU ? x / (1 + std::exp(-x))
+                                                    : 0.5 * x * (1 + std::erf(x / std::sqrt(2.0)));
+        ASSERT_NEAR(c[i], want, closeTol(static_cast<float>(want)) + 1e-6)
+            << isaName(isa) << " i " << i;
+      }
+    }
+  }
+}
+
+TEST(CpuKernelsFused, RmsNormPrologueEqualsNormThenGemm) {
+  uint32_t seed = 600;
+  for (int bs : {32, 64})
+    for (bool asym : {false, true})
+      for (Shape s : kFusedShapes) {
+        const std::vector<float> w = randomFloats(s.k * s.n, ++seed);
+        const std::vector<float> a = randomFloats(s.m * s.k, ++seed, -3.f, 3.f);
+        const std::vector<float> gamma = randomFloats(s.k, ++seed, 0.5f, 1.5f);
+        const float eps = 1e-5f;
+        const std::vector<float> normalized = rmsNormRows(a, s.m, s.k, gamma, eps);
+        const Int4Buffer p = packInt4Rtn(w.data(), s.k, s.n, bs, asym);
+        const Reference ref = plainMatmul(normalized, p.view(), s);
+        for (Isa isa : allIsas())
+          for (Compute compute : {Compute::F32, Compute::Int8}) {
+            const std::vector<float> want = run(isa, normalized, p.view(), s, compute);
+            std::vector<float> c(s.m * s.n, NAN);
+            int4GemmOn(isa, a.data(), s.m, s.k, p.view(), c.data(), s.n, compute, {},
+                       Prologue{gamma.data(), eps});
+            for (size_t i = 0; i < c.size(); ++i)
+              ASSERT_NEAR(c[i], want[i], ref.bound[i])
+                  << isaName(isa) << (compute == Compute::Int8 ? " int8" : " f32") << " bs " << bs
+                  << " M " << s.m << " K " << s.k << " N " << s.n << " i " << i;
+          }
+      }
+}
+
+TEST(CpuKernelsFused, RmsNormPrologueWithSwiGluPairs) {
+  const Shape s{17, 1000, 21};
+  const Int4Buffer pairs = randomGateUp(s, 701, 32, true).pairs;
+  const std::vector<float> a = randomFloats(s.m * s.k, 703);
+  const std::vector<float> gamma = randomFloats(s.k, 704, 0.5f, 1.5f);
+  const std::vector<float> normalized = rmsNormRows(a, s.m, s.k, gamma, 1e-6f);
+  for (Isa isa : allIsas())
+    for (Compute compute : {Compute::F32, Compute::Int8}) {
+      std::vector<float> want(s.m * s.n), got(s.m * s.n);
+      const Epilogue e{nullptr, nullptr, 0, Activation::SwiGLUPairs, s.n};
+      int4GemmOn(isa, normalized.data(), s.m, s.k, pairs.view(), want.data(), s.n, compute, e);
+      int4GemmOn(isa, a.data(), s.m, s.k, pairs.view(), got.data(), s.n, compute, e,
+                 Prologue{gamma.data(), 1e-6f});
+      for (size_t i = 0; i < got.size(); ++i)
+        ASSERT_NEAR(got[i], want[i], 1e-5f * std::fabs(want[i]) + 1e-5f)
+            << isaName(isa) << " i " << i;
+    }
+}

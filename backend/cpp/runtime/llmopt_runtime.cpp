@@ -100,8 +100,8 @@ void swiglu(int64_t n, int64_t cols, const float *g, int64_t ldg, const float *u
 }
 
 void int4MatMul(const Ctx &c, const float *a, int64_t lda, const cpu::Int4Weights &w, float *out,
-                int64_t ldo, const cpu::Epilogue &e) {
-  cpu::int4Gemm(a, c.n, lda, w, out, ldo, c.compute, e);
+                int64_t ldo, const cpu::Epilogue &e, const cpu::Prologue &p) {
+  cpu::int4Gemm(a, c.n, lda, w, out, ldo, c.compute, e, p);
 }
 
 void f32MatMul(const float *a, int64_t lda, int64_t n, const float *wt, int64_t k, int64_t cols,
@@ -110,14 +110,8 @@ void f32MatMul(const float *a, int64_t lda, int64_t n, const float *wt, int64_t 
   parallel((cols + 15) / 16, [&](int64_t b, int64_t en) {
     for (int64_t j = b * 16; j < std::min(cols, en * 16); ++j) {
       const float *wj = wt + j * k;
-      for (int64_t i = 0; i < n; ++i) {
-        float s = dot(a + i * lda, wj, k);
-        if (e.bias)
-          s += e.bias[j];
-        if (e.residual)
-          s += e.residual[i * e.ldResidual + j];
-        out[i * ldo + j] = s;
-      }
+      for (int64_t i = 0; i < n; ++i) // bias, activation, residual as the kernels apply them
+        cpu::detail::storeOutput(e, out, ldo, cols, i, j, dot(a + i * lda, wj, k));
     }
   });
 }

@@ -70,9 +70,11 @@ void add(int64_t n, int64_t cols, const float *a, int64_t lda, const float *b, i
 /// out = silu(g) * u.
 void swiglu(int64_t n, int64_t cols, const float *g, int64_t ldg, const float *u, int64_t ldu,
             float *out, int64_t ldo);
-/// C = A · W (+ epilogue) with packed int4 weights (the kernel library).
+/// C = prologue(A) · W (+ epilogue) with packed int4 weights (the kernel library): the
+/// prologue RMS-normalizes A's rows as the kernel reads them, the epilogue adds bias and
+/// residual and applies an activation (SwiGLU over interleaved gate/up tiles).
 void int4MatMul(const Ctx &c, const float *a, int64_t lda, const cpu::Int4Weights &w, float *out,
-                int64_t ldo, const cpu::Epilogue &e);
+                int64_t ldo, const cpu::Epilogue &e, const cpu::Prologue &p = {});
 /// C[n, N] = A[n, K] · Wt[N, K]^T (+ bias + residual): f32 weights stored transposed.
 void f32MatMul(const float *a, int64_t lda, int64_t n, const float *wt, int64_t k, int64_t cols,
                float *out, int64_t ldo, const cpu::Epilogue &e);

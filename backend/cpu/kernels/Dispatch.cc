@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <stdexcept>
 
 #include "backend/cpu/kernels/KernelsInternal.h"
 
@@ -97,8 +98,18 @@ float *threadScratch(size_t floats) {
 // Element i of block g (L = 16*bs/size lanes per block) sits in step i / 4L at byte 4gL +
 // i % 4L (int4LanePosition), so each step takes one contiguous run of 4L elements of every
 // block.
+namespace {
+// 1 / sqrt(mean(x^2) + eps) of one row, the expression llmopt_rt::rmsNorm uses.
+float rmsScale(const float *x, int64_t cols, float eps) {
+  double ss = 0;
+  for (int64_t j = 0; j < cols; ++j)
+    ss += static_cast<double>(x[j]) * x[j];
+  return 1.f / std::sqrt(static_cast<float>(ss / cols) + eps);
+}
+} // namespace
+
 void prepareInt4Activations(const float *a, int64_t m, int64_t lda, const Int4Layout &layout,
-                            Compute compute, Int4Activations &out) {
+                            Compute compute, Int4Activations &out, const Prologue &prologue) {
   const int64_t k = layout.k;
   const int bs = layout.blockSize;
   out.compute = compute, out.m = m, out.supers = layout.supers();
@@ -109,9 +120,19 @@ void prepareInt4Activations(const float *a, int64_t m, int64_t lda, const Int4La
   // Symmetric layouts have zero point 8 everywhere: the kernels read the sums as zp * sum.
   const float zpFactor = layout.asym ? 1.f : 8.f;
   int8_t block[256];
-  for (int64_t row = 0; row < m; ++row)
+  float normalized[256];
+  for (int64_t row = 0; row < m; ++row) {
+    // The RMSNorm prologue: rstd from one pass over the row, then each block is normalized
+    // into `normalized` as it is read (the same products as rmsNorm: x * rstd * gamma).
+    const float rstd = prologue.gamma ? rmsScale(a + row * lda, k, prologue.eps) : 1.f;
     for (int64_t k0 = 0; k0 < k; k0 += bs) {
       const int len = static_cast<int>(std::min<int64_t>(bs, k - k0));
+      const float *src = a + row * lda + k0;
+      if (prologue.gamma) {
+        for (int i = 0; i < len; ++i)
+          normalized[i] = src[i] * rstd * prologue.gamma[k0 + i];
+        src = normalized;
+      }
       const int64_t s = layout.superOf(k0);
       const int size = layout.superSizeOf(s), lanes = 16 * bs / size, run = 4 * lanes;
       const int g = static_cast<int>(k0 - layout.superStart(s)) / bs;
@@ -120,14 +141,14 @@ void prepareInt4Activations(const float *a, int64_t m, int64_t lda, const Int4La
         float *sum = unit + size;
         for (int i = 0; i < len; ++i) {
           const int step = i / run, r = i % run, lane = g * lanes + r / 4;
-          const float v = a[row * lda + k0 + i];
+          const float v = src[i];
           unit[(8 * (step / 2) + 2 * (r % 4) + step % 2) * 16 + lane] = v;
           sum[lane] += zpFactor * v;
         }
         continue;
       }
       std::fill_n(block + len, bs - len, 0);
-      const float scale = quantizeInt8(a + row * lda + k0, len, block);
+      const float scale = quantizeInt8(src, len, block);
       float *sc = unit + size / 4, *sum = sc + 16;
       int8_t *q = reinterpret_cast<int8_t *>(unit);
       const int steps = size / 64;
@@ -142,6 +163,7 @@ void prepareInt4Activations(const float *a, int64_t m, int64_t lda, const Int4La
         sc[g * lanes + l] = scale;
       }
     }
+  }
 }
 
 } // namespace detail
@@ -198,28 +220,106 @@ void prepareInt8Activations(const float *a, int64_t m, int64_t lda, const Int8La
   }
 }
 
+
+// SwiGLUPairs: each thread takes whole (gate, up) tile pairs. A chunk of pairs runs through
+// the ISA's tile loop unchanged (plain epilogue) into a per-thread buffer of m x 16 floats
+// per pair, kept near 64 KiB so it stays in L1/L2, then silu(gate) * up (+ residual) goes to
+// C. Every output still comes from one tile's full K, so results do not depend on threads.
+void runSwiGluPairs(Isa isa, const Int4Job &job) {
+  struct Ctx {
+    void (*fn)(const Int4Job &, int64_t, int64_t);
+    const Int4Job *job;
+  } ctx{kInt4Variants[static_cast<int>(isa)], &job};
+  detail::parallelRanges(
+      job.w.layout.tiles() / 2,
+      [](const void *p, int64_t begin, int64_t end) {
+        const auto &[fn, whole] = *static_cast<const Ctx *>(p);
+        const Epilogue &e = whole->epilogue;
+        const int64_t cols = e.cols ? e.cols : whole->w.layout.n / 2, m = whole->m;
+        const int64_t chunk = std::max<int64_t>(1, 1024 / std::max<int64_t>(1, m));
+        thread_local std::vector<float> raw;
+        raw.resize(static_cast<size_t>(m * 2 * kTileCols * std::min(chunk, end - begin)));
+        for (int64_t p0 = begin; p0 < end; p0 += chunk) {
+          const int64_t pairs = std::min(chunk, end - p0), width = 2 * kTileCols * pairs;
+          Int4Job sub = *whole;
+          sub.w.data += 2 * p0 * whole->w.layout.tileBytes();
+          sub.w.layout.n = width;
+          sub.c = raw.data(), sub.ldc = width, sub.epilogue = {};
+          fn(sub, 0, 2 * pairs);
+          for (int64_t row = 0; row < m; ++row)
+            for (int64_t j = 0; j < pairs * kTileCols; ++j) {
+              const int64_t col = p0 * kTileCols + j;
+              if (col >= cols)
+                break;
+              // Gate at column j % 8 of the pair's first tile, up 8 columns on.
+              const float *g =
+                  raw.data() + row * width + j / kTileCols * 2 * kTileCols + j % kTileCols;
+              float v = detail::swiglu(g[0], g[kTileCols]);
+              if (e.residual)
+                v += e.residual[row * e.ldResidual + col];
+              whole->c[row * whole->ldc + col] = v;
+            }
+        }
+      },
+      &ctx);
+}
+
 } // namespace
 
+Int4Buffer interleaveInt4Pairs(const Int4Weights &gate, const Int4Weights &up) {
+  const Int4Layout &g = gate.layout, &u = up.layout;
+  if (g.k != u.k || g.n != u.n || g.blockSize != u.blockSize || g.asym != u.asym)
+    throw std::invalid_argument("llmopt::cpu: gate and up weights must have one shape and format");
+  Int4Buffer out;
+  out.layout = g;
+  out.layout.n = 2 * kTileCols * g.tiles();
+  out.storage = allocateAligned(out.layout.bytes());
+  const size_t tb = g.tileBytes();
+  for (int64_t t = 0; t < g.tiles(); ++t) {
+    std::memcpy(out.storage.get() + 2 * t * tb, gate.data + t * tb, tb);
+    std::memcpy(out.storage.get() + (2 * t + 1) * tb, up.data + t * tb, tb);
+  }
+  return out;
+}
+
 void int4GemmOn(Isa isa, const float *a, int64_t m, int64_t lda, const Int4Weights &w,
-                float *c, int64_t ldc, Compute compute, const Epilogue &epilogue) {
+                float *c, int64_t ldc, Compute compute, const Epilogue &epilogue,
+                const Prologue &prologue) {
   isa = capped(isa);
   Int4Job job{w, nullptr, a, m, lda, ldc, c, epilogue, compute};
   thread_local detail::Int4Activations act;
-  if (isa != Isa::Scalar) { // the scalar reference reads A as it is
-    detail::prepareInt4Activations(a, m, lda, w.layout, compute, act);
+  thread_local std::vector<float> normalized;
+  if (isa != Isa::Scalar) {
+    detail::prepareInt4Activations(a, m, lda, w.layout, compute, act, prologue);
     job.act = &act;
+  } else if (prologue.gamma) { // the scalar reference reads A: normalize it first
+    const int64_t k = w.layout.k;
+    normalized.resize(static_cast<size_t>(m * k));
+    for (int64_t row = 0; row < m; ++row) {
+      const float rstd = detail::rmsScale(a + row * lda, k, prologue.eps);
+      for (int64_t i = 0; i < k; ++i)
+        normalized[row * k + i] = a[row * lda + i] * rstd * prologue.gamma[i];
+    }
+    job.a = normalized.data(), job.lda = k;
+  }
+  if (epilogue.act == Activation::SwiGLUPairs) {
+    if (epilogue.bias || w.layout.tiles() % 2)
+      throw std::invalid_argument("llmopt::cpu: SwiGLUPairs needs an interleaved weight, no bias");
+    return runSwiGluPairs(isa, job);
   }
   runTiles(isa, job, w.layout.tiles(), kInt4Variants);
 }
 
 void int4Gemm(const float *a, int64_t m, int64_t lda, const Int4Weights &w, float *c,
-              int64_t ldc, Compute compute, const Epilogue &epilogue) {
-  int4GemmOn(activeIsa(), a, m, lda, w, c, ldc, compute, epilogue);
+              int64_t ldc, Compute compute, const Epilogue &epilogue, const Prologue &prologue) {
+  int4GemmOn(activeIsa(), a, m, lda, w, c, ldc, compute, epilogue, prologue);
 }
 
 void int8GemmOn(Isa isa, const float *a, int64_t m, int64_t lda, const Int8Weights &w,
                 float *c, int64_t ldc, Compute compute, const Epilogue &epilogue) {
   isa = capped(isa);
+  if (epilogue.act == Activation::SwiGLUPairs)
+    throw std::invalid_argument("llmopt::cpu: SwiGLUPairs is an int4 epilogue");
   Int8Job job{w, nullptr, a, m, lda, ldc, c, epilogue, compute};
   thread_local detail::Int8Activations act;
   if (isa != Isa::Scalar) {

@@ -40,12 +40,30 @@ int numThreads();
 /// products (VNNI vpdpbusd / AVX2 maddubs), like ORT's accuracy_level 4.
 enum class Compute { F32, Int8 };
 
-/// Fused epilogue: C[m,n] = A·W + bias[n] + residual[m*ldResidual + n]; null pointers skip a
-/// term. `residual` may alias C.
+/// Activation applied in the epilogue, before the residual.
+///  - SiLU: x * sigmoid(x); Gelu: 0.5 x (1 + erf(x / sqrt 2)) (ONNX Gelu, exact).
+///  - SwiGLUPairs: the weight holds gate and up interleaved by tile (`interleaveInt4Pairs`:
+///    tile 2t = gate columns 8t..8t+7, tile 2t+1 = the same up columns) and C gets
+///    silu(gate) * up, `Epilogue::cols` columns (default: half the packed N). No bias.
+enum class Activation { None, SiLU, Gelu, SwiGLUPairs };
+
+/// Fused epilogue: C[m,n] = act(A·W + bias[n]) + residual[m*ldResidual + n]; null pointers
+/// skip a term. `residual` may alias C.
 struct Epilogue {
   const float *bias = nullptr;
   const float *residual = nullptr;
   int64_t ldResidual = 0;
+  Activation act = Activation::None;
+  int64_t cols = 0; ///< SwiGLUPairs only: columns of C (0: packed N / 2)
+};
+
+/// Fused prologue on A (int4 GEMMs): when `gamma` is set, each row of A is RMS-normalized
+/// as the kernel prepares it, a * rstd * gamma[k] with rstd = 1 / sqrt(mean(a^2) + eps)
+/// (sum of squares in double, as llmopt_rt::rmsNorm), so the normalized rows are never
+/// written out.
+struct Prologue {
+  const float *gamma = nullptr;
+  float eps = 0.f;
 };
 
 // ---------------------------------------------------------------- int4 blocked format
@@ -192,13 +210,19 @@ Int4Element int4Element(const Int4Weights &w, int64_t k, int64_t n);
 /// (padding past K meets zero activations; padded columns have scale 0).
 float int4Weight(const Int4Weights &w, int64_t k, int64_t n);
 
-/// C[M,N] (row stride ldc) = A[M,K] (row stride lda) · W, plus the epilogue, on the active
-/// ISA and `numThreads()` threads.
+/// Gate and up weights (same K, N, format) as one packed weight whose tiles alternate gate,
+/// up (N = 16 * gate tiles), for `Activation::SwiGLUPairs`.
+Int4Buffer interleaveInt4Pairs(const Int4Weights &gate, const Int4Weights &up);
+
+/// C[M,N] (row stride ldc) = prologue(A[M,K]) (row stride lda) · W, plus the epilogue, on the
+/// active ISA and `numThreads()` threads.
 void int4Gemm(const float *a, int64_t m, int64_t lda, const Int4Weights &w, float *c,
-              int64_t ldc, Compute compute, const Epilogue &epilogue = {});
+              int64_t ldc, Compute compute, const Epilogue &epilogue = {},
+              const Prologue &prologue = {});
 /// The same on a given ISA (capped at the detected level) — for tests and benchmarks.
 void int4GemmOn(Isa isa, const float *a, int64_t m, int64_t lda, const Int4Weights &w,
-                float *c, int64_t ldc, Compute compute, const Epilogue &epilogue = {});
+                float *c, int64_t ldc, Compute compute, const Epilogue &epilogue = {},
+                const Prologue &prologue = {});
 
 // ---------------------------------------------------------------- int8 per-channel format
 

@@ -2,6 +2,7 @@
 // variant runs over a range of tiles, and the per-ISA entry points.
 #pragma once
 
+#include <cmath>
 #include <vector>
 
 #include "backend/cpu/kernels/Kernels.h"
@@ -54,8 +55,9 @@ struct Int4Activations {
 /// all-zero block) and writes round-to-nearest-even q in [-127, 127].
 float quantizeInt8(const float *x, int n, int8_t *q);
 
+/// `prologue.gamma` set: each row is RMS-normalized on the way in (see `Prologue`).
 void prepareInt4Activations(const float *a, int64_t m, int64_t lda, const Int4Layout &layout,
-                            Compute compute, Int4Activations &out);
+                            Compute compute, Int4Activations &out, const Prologue &prologue = {});
 
 struct Int4Job {
   Int4Weights w;
@@ -67,13 +69,21 @@ struct Int4Job {
   Compute compute = Compute::F32;
 };
 
-/// Writes C[row, col] = value + the epilogue terms (columns past N are dropped).
+/// silu(g) * u, the same expression as llmopt_rt::swiglu (fused == unfused bit for bit).
+LLMOPT_KERNEL_INLINE float swiglu(float g, float u) { return g / (1.f + std::exp(-g)) * u; }
+
+/// Writes C[row, col] = value + the epilogue terms (columns past N are dropped). SwiGLUPairs
+/// never reaches here: `int4Gemm` runs the tiles with a plain epilogue and pairs them itself.
 LLMOPT_KERNEL_INLINE void storeOutput(const Epilogue &e, float *c, int64_t ldc, int64_t n, int64_t row,
                         int64_t col, float value) {
   if (col >= n)
     return;
   if (e.bias)
     value += e.bias[col];
+  if (e.act == Activation::SiLU)
+    value = value / (1.f + std::exp(-value));
+  else if (e.act == Activation::Gelu)
+    value = 0.5f * value * (1.f + std::erf(value * 0.70710678118654752f));
   if (e.residual)
     value += e.residual[row * e.ldResidual + col];
   c[row * ldc + col] = value;
