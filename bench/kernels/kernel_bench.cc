@@ -1,13 +1,16 @@
-// llmopt CPU kernel benchmark: int4 GEMV/GEMM timings on weights that stay in cache or
-// rotate through more copies than the caches hold, and the machine's streaming read
-// bandwidth. One JSON object per line; bench/kernel_vs_ort.py runs it beside ONNX Runtime.
+// llmopt CPU kernel benchmark: GEMV/GEMM timings (int4, fp16, bf16, 2:4 sparse f32 / int4)
+// on weights that stay in cache or rotate through more copies than the caches hold, and the
+// machine's streaming read bandwidth. One JSON object per line; bench/kernel_vs_ort.py runs
+// it beside ONNX Runtime.
 //   llmopt_kernel_bench --bandwidth-mib 2048
 //   llmopt_kernel_bench --k 4096 --n 4096 --block 32 --ms 1,32,128 --computes int8,f32
+//   llmopt_kernel_bench --format fp16 --ms 1,32   (fp16, bf16, sparse-f32, sparse-int4)
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <random>
 #include <string>
 #include <thread>
@@ -24,6 +27,7 @@ struct Options {
   int64_t k = 4096, n = 4096;
   int block = 32;
   bool asym = false;
+  std::string format = "int4";
   std::vector<int64_t> ms{1};
   std::vector<std::string> computes{"int8", "f32"};
   std::vector<std::string> cases{"cache", "dram"};
@@ -53,7 +57,8 @@ std::vector<std::string> splitList(const char *s) {
 [[noreturn]] void usage(const char *why) {
   std::fprintf(stderr,
                "llmopt_kernel_bench: %s\nusage: llmopt_kernel_bench [--k K] [--n N] [--block B] "
-               "[--asym] [--ms 1,32] [--computes int8,f32] [--cases cache,dram] [--dram-mib MiB] "
+               "[--asym] [--format int4|fp16|bf16|sparse-f32|sparse-int4] [--ms 1,32] "
+               "[--computes int8,f32] [--cases cache,dram] [--dram-mib MiB] "
                "[--min-time S] [--threads T] [--isa scalar|avx2|avx512] | --bandwidth-mib MiB\n",
                why);
   std::exit(1);
@@ -72,6 +77,7 @@ Options parse(int argc, char **argv) {
     else if (arg == "--n") o.n = std::atoll(value());
     else if (arg == "--block") o.block = std::atoi(value());
     else if (arg == "--asym") o.asym = true;
+    else if (arg == "--format") o.format = value();
     else if (arg == "--ms") {
       o.ms.clear();
       for (const std::string &m : splitList(value()))
@@ -139,11 +145,15 @@ double readBandwidth(int64_t mib, int threads) {
 // Mean microseconds per call: calls rotate through the copies; best of 7 timed runs of
 // about minTime/7 seconds each (at least one call; for the DRAM case at M=1, at least a
 // whole rotation). Best-of favours quiet moments on a shared machine.
-double timeCalls(const std::vector<Int4Weights> &copies, const std::vector<float> &a, int64_t m,
-                 std::vector<float> &c, Compute compute, double minTime) {
+// gemm(data, a, m, c, compute) runs one call on the weight bytes at `data`.
+using GemmFn = std::function<void(const uint8_t *, const float *, int64_t, float *, Compute)>;
+
+double timeCalls(const std::vector<const uint8_t *> &copies, const GemmFn &gemm,
+                 const std::vector<float> &a, int64_t m, std::vector<float> &c, Compute compute,
+                 double minTime) {
   size_t next = 0;
   auto call = [&] {
-    int4Gemm(a.data(), m, copies[0].layout.k, copies[next], c.data(), copies[0].layout.n, compute);
+    gemm(copies[next], a.data(), m, c.data(), compute);
     next = (next + 1) % copies.size();
   };
   const auto w0 = Clock::now();
@@ -182,43 +192,89 @@ int main(int argc, char **argv) {
   else if (o.isa == "avx512") forceIsa(Isa::Avx512);
   else if (!o.isa.empty()) usage("--isa takes scalar, avx2 or avx512");
 
-  // Random MatMulNBits arrays, packed once; copies are byte copies of it.
+  // The weight, packed once; copies are byte copies of it.
   std::mt19937 rng(1);
-  const int64_t blocks = (o.k + o.block - 1) / o.block;
-  std::vector<uint8_t> b(o.n * blocks * o.block / 2), zp(o.n * ((blocks + 1) / 2));
-  for (uint8_t &x : b)
-    x = static_cast<uint8_t>(rng());
-  for (uint8_t &x : zp)
-    x = static_cast<uint8_t>(rng());
-  std::vector<float> scales(o.n * blocks);
-  std::uniform_real_distribution<float> u(0.001f, 0.02f), ua(-1.f, 1.f);
-  for (float &s : scales)
-    s = u(rng);
-  const Int4Buffer packed = packInt4FromMatMulNBits(b.data(), scales.data(),
-                                                    o.asym ? zp.data() : nullptr, o.k, o.n, o.block);
-  const size_t bytes = packed.layout.bytes();
+  std::uniform_real_distribution<float> ua(-1.f, 1.f);
+  size_t bytes = 0;
+  const uint8_t *source = nullptr;
+  GemmFn gemm;
+  Int4Buffer int4;
+  HalfBuffer half;
+  Sparse24Buffer sparse;
+  if (o.format == "int4") {
+    // Random MatMulNBits arrays.
+    const int64_t blocks = (o.k + o.block - 1) / o.block;
+    std::vector<uint8_t> b(o.n * blocks * o.block / 2), zp(o.n * ((blocks + 1) / 2));
+    for (uint8_t &x : b)
+      x = static_cast<uint8_t>(rng());
+    for (uint8_t &x : zp)
+      x = static_cast<uint8_t>(rng());
+    std::vector<float> scales(o.n * blocks);
+    std::uniform_real_distribution<float> u(0.001f, 0.02f);
+    for (float &s : scales)
+      s = u(rng);
+    int4 = packInt4FromMatMulNBits(b.data(), scales.data(), o.asym ? zp.data() : nullptr, o.k,
+                                   o.n, o.block);
+    bytes = int4.layout.bytes(), source = int4.storage.get();
+    gemm = [l = int4.layout](const uint8_t *d, const float *a, int64_t m, float *c, Compute cm) {
+      int4Gemm(a, m, l.k, Int4Weights{l, d}, c, l.n, cm);
+    };
+  } else {
+    std::vector<float> w(o.k * o.n);
+    for (float &x : w)
+      x = ua(rng);
+    if (o.format == "fp16" || o.format == "bf16") {
+      half = packHalf(w.data(), o.k, o.n, o.format == "fp16" ? HalfType::Fp16 : HalfType::Bf16);
+      bytes = half.layout.bytes(), source = half.storage.get();
+      gemm = [l = half.layout](const uint8_t *d, const float *a, int64_t m, float *c, Compute) {
+        halfGemm(a, m, l.k, HalfWeights{l, d}, c, l.n);
+      };
+    } else if (o.format == "sparse-f32" || o.format == "sparse-int4") {
+      // Two of every four K kept, at random positions.
+      for (int64_t g = 0; g < o.k; g += 4)
+        for (int64_t col = 0; col < o.n; ++col) {
+          const int drop0 = static_cast<int>(rng() % 4), drop1 = (drop0 + 1 + rng() % 3) % 4;
+          for (int drop : {drop0, drop1})
+            if (g + drop < o.k)
+              w[(g + drop) * o.n + col] = 0.f;
+        }
+      sparse = o.format == "sparse-f32" ? packSparse24F32(w.data(), o.k, o.n)
+                                        : packSparse24Int4(w.data(), o.k, o.n, o.block);
+      bytes = sparse.layout.bytes(), source = sparse.storage.get();
+      gemm = [l = sparse.layout](const uint8_t *d, const float *a, int64_t m, float *c, Compute) {
+        sparse24Gemm(a, m, l.k, Sparse24Weights{l, d}, c, l.n);
+      };
+    } else {
+      usage("--format takes int4, fp16, bf16, sparse-f32 or sparse-int4");
+    }
+  }
+  // The 16-bit and sparse kernels compute in f32 only.
+  std::vector<std::string> computes = o.computes;
+  if (o.format != "int4")
+    computes = {"f32"};
 
   for (const std::string &kase : o.cases) {
     const size_t count =
         kase == "dram" ? static_cast<size_t>(o.dramMib * 1048576.0 / bytes) + 1 : 1;
     std::vector<AlignedBytes> storage;
-    std::vector<Int4Weights> copies;
+    std::vector<const uint8_t *> copies;
     for (size_t i = 0; i < count; ++i) {
       storage.push_back(allocateAligned(bytes));
-      std::memcpy(storage.back().get(), packed.storage.get(), bytes);
-      copies.push_back({packed.layout, storage.back().get()});
+      std::memcpy(storage.back().get(), source, bytes);
+      copies.push_back(storage.back().get());
     }
     for (int64_t m : o.ms) {
       std::vector<float> a(m * o.k), c(m * o.n);
       for (float &x : a)
         x = ua(rng);
-      for (const std::string &comp : o.computes) {
+      for (const std::string &comp : computes) {
         const Compute compute = comp == "f32" ? Compute::F32 : Compute::Int8;
-        const double us = timeCalls(copies, a, m, c, compute, o.minTime);
-        std::printf("{\"k\": %lld, \"n\": %lld, \"m\": %lld, \"block\": %d, \"asym\": %s, "
+        const double us = timeCalls(copies, gemm, a, m, c, compute, o.minTime);
+        std::printf("{\"format\": \"%s\", \"k\": %lld, \"n\": %lld, \"m\": %lld, "
+                    "\"block\": %d, \"asym\": %s, "
                     "\"compute\": \"%s\", \"case\": \"%s\", \"copies\": %zu, \"isa\": \"%s\", "
                     "\"threads\": %d, \"weight_bytes\": %zu, \"us\": %.2f, \"gbps\": %.3f}\n",
-                    static_cast<long long>(o.k), static_cast<long long>(o.n),
+                    o.format.c_str(), static_cast<long long>(o.k), static_cast<long long>(o.n),
                     static_cast<long long>(m), o.block, o.asym ? "true" : "false", comp.c_str(),
                     kase.c_str(), count, isaName(activeIsa()), numThreads(), bytes, us,
                     bytes / us / 1e3);
